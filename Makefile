@@ -1,0 +1,51 @@
+# Quickstart:  make repro   (set up .venv from the lock file, then run the pipeline)
+#              make test    (set up .venv if needed, then run the test suite)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Stage commands call `python`: run them with the venv first on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: venv repro test test-fast lint format lock clean help
+
+help:
+	@echo "make repro     create $(VENV) from requirements.lock and run 'dvc repro'"
+	@echo "make test      create $(VENV) if needed and run the test suite"
+	@echo "make test-fast unit tests only (no end-to-end dvc runs)"
+	@echo "make lint      ruff check + format check"
+	@echo "make lock      re-resolve requirements.lock from pyproject.toml (needs uv)"
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $@
+
+repro: $(STAMP)
+	$(BIN)/dvc repro
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+lock:
+	uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --generate-hashes --no-header \
+	  --emit-index-url -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,40 @@
+"""Stage ``download_weights``: the pretrained base-model weights file.
+
+Reads ``seed``, ``model.architecture``, ``model.alpha``, ``model.weights``,
+``model.weights_path``, ``model.kaggle_handle`` and ``pretrain.*``. Writes
+``models/base.weights.h5`` (weights of the headless base, loadable at any ``data.image_size``)
+and the provenance record ``reports/weights_source.json``.
+
+Usage: ``python -m pipeline.download_weights [--params params.yaml] [--out models/base.weights.h5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipeline.params import load_params
+from pipeline.utils import atomic_path, log, run_stage, seed_everything, write_json
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Fetch or pretrain the base-model weights.")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--out", default="models/base.weights.h5", type=Path)
+    parser.add_argument("--info", default="reports/weights_source.json", type=Path)
+    args = parser.parse_args(argv)
+
+    params = load_params(args.params)
+    from pipeline.weights import pretrained_base  # imports TensorFlow: after validation
+
+    seed_everything(params.seed)
+    base, info = pretrained_base(params)
+    info.update(architecture=params.model.architecture, alpha=params.model.alpha)
+    with atomic_path(args.out) as tmp:
+        base.save_weights(tmp)
+    write_json(args.info, info)
+    log.info("wrote %s (%s weights)", args.out, info["source"])
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,138 @@
+"""Stage ``evaluate``: test-set metrics of the transfer-only and the fine-tuned model.
+
+Reads no params (everything it needs is in the models and the split). Writes
+``reports/metrics.json`` (accuracy, loss, macro F1 and per-class precision/recall/F1 of each
+model), ``reports/predictions.csv`` (one row per test image), the confusion plot data
+``reports/plots/confusion_{transfer,finetune}.csv`` (``actual``, ``predicted``; DVC's
+``confusion`` template) and the figures ``reports/figures/{learning_curves,confusion_matrix}.png``.
+
+Usage: ``python -m pipeline.evaluate``
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.utils import PipelineError, log, read_csv, run_stage, write_csv, write_json
+
+PHASES = ("transfer", "finetune")
+
+
+def classification_metrics(
+    y_true: np.ndarray, proba: np.ndarray, classes: list[str]
+) -> tuple[dict, np.ndarray]:
+    """Metrics of ``proba`` (``(n, n_classes)``) against integer labels ``y_true`` (``(n,)``).
+
+    Returns ``({accuracy, loss, macro_f1, per_class}, confusion matrix (n_classes, n_classes))``;
+    loss is the mean categorical cross-entropy in nats.
+    """
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+    )
+
+    labels = list(range(len(classes)))
+    y_pred = proba.argmax(axis=1)
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    per_class = {
+        c: {
+            "precision": round(float(p[i]), 4),
+            "recall": round(float(r[i]), 4),
+            "f1": round(float(f[i]), 4),
+            "support": int(s[i]),
+        }
+        for i, c in enumerate(classes)
+    }
+    metrics = {
+        "accuracy": round(float(accuracy_score(y_true, y_pred)), 4),
+        "loss": round(
+            float(-np.mean(np.log(np.clip(proba[np.arange(len(y_true)), y_true], 1e-7, 1.0)))), 4
+        ),
+        "macro_f1": round(
+            float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)), 4
+        ),
+        "per_class": per_class,
+    }
+    return metrics, confusion_matrix(y_true, y_pred, labels=labels)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Evaluate both models on the test split.")
+    parser.add_argument("--models", default="models", type=Path)
+    parser.add_argument("--reports", default="reports", type=Path)
+    args = parser.parse_args(argv)
+    reports = args.reports
+    for phase in PHASES:
+        if not (args.models / phase / "model.keras").is_file():
+            raise PipelineError(f"{args.models / phase}/model.keras not found: run `dvc repro`")
+
+    from pipeline import plots
+    from pipeline.data import load_split, make_dataset
+    from pipeline.models import load_model
+
+    test = load_split("test")
+    y_true = np.asarray(test.labels)
+    metrics: dict = {"test_images": len(test)}
+    matrices, preds = {}, {}
+    for phase in PHASES:
+        model = load_model(args.models / phase / "model.keras")
+        ds = make_dataset(test, int(model.input_shape[1]), 64)
+        proba = model.predict(ds, verbose=0)
+        metrics[phase], matrices[phase] = classification_metrics(y_true, proba, test.classes)
+        preds[phase] = proba
+        write_csv(
+            reports / "plots" / f"confusion_{phase}.csv",
+            ["actual", "predicted"],
+            [
+                [test.classes[a], test.classes[b]]
+                for a, b in zip(y_true, proba.argmax(1), strict=True)
+            ],
+        )
+        log.info(
+            "%s: test accuracy %.4f, macro F1 %.4f",
+            phase,
+            metrics[phase]["accuracy"],
+            metrics[phase]["macro_f1"],
+        )
+    metrics["finetune_gain"] = round(
+        metrics["finetune"]["accuracy"] - metrics["transfer"]["accuracy"], 4
+    )
+    root = Path("data/raw")
+    write_csv(
+        reports / "predictions.csv",
+        ["path", "actual", "transfer", "transfer_confidence", "finetune", "finetune_confidence"],
+        [
+            [
+                Path(p).relative_to(root).as_posix() if Path(p).is_relative_to(root) else p,
+                test.classes[y],
+            ]
+            + [
+                x
+                for ph in PHASES
+                for x in (
+                    test.classes[int(preds[ph][i].argmax())],
+                    round(float(preds[ph][i].max()), 4),
+                )
+            ]
+            for i, (p, y) in enumerate(zip(test.paths, y_true, strict=True))
+        ],
+    )
+    write_json(reports / "metrics.json", metrics)
+    history = read_csv(reports / "history" / "transfer.csv") + read_csv(
+        reports / "history" / "finetune.csv"
+    )
+    plots.learning_curves(history, reports / "figures" / "learning_curves.png")
+    plots.confusion_matrices(
+        {"transfer only": matrices["transfer"], "fine-tuned": matrices["finetune"]},
+        test.classes,
+        reports / "figures" / "confusion_matrix.png",
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

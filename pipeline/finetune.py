@@ -1,0 +1,99 @@
+"""Stage ``finetune``: unfreeze the last layers of the base and train on at a low learning rate.
+
+Reads ``seed``, ``data.image_size`` and ``finetune.*``. Loads ``models/transfer/model.keras``,
+makes the last ``finetune.unfreeze_layers`` layers of the base trainable (BatchNorm layers stay
+frozen and in inference mode), recompiles with ``finetune.learning_rate`` and continues the epoch
+count where transfer learning stopped. Writes ``models/finetune/`` (``model.keras``,
+``best.weights.h5``, ``state.json``), ``reports/history/finetune.csv``,
+``reports/model_summary.txt`` (``summary(show_trainable=True)``) and TensorBoard logs in
+``logs/finetune``.
+
+Usage: ``python -m pipeline.finetune [--params params.yaml]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+from pipeline.params import load_params
+from pipeline.utils import (
+    PipelineError,
+    atomic_dir,
+    atomic_file,
+    log,
+    read_json,
+    run_stage,
+    seed_everything,
+    write_json,
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Fine-tuning: unfreeze the last base layers.")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--model", default="models/transfer", type=Path)
+    parser.add_argument("--out", default="models/finetune", type=Path)
+    parser.add_argument("--history", default="reports/history/finetune.csv", type=Path)
+    parser.add_argument("--summary", default="reports/model_summary.txt", type=Path)
+    parser.add_argument("--logs", default="logs/finetune", type=Path)
+    args = parser.parse_args(argv)
+
+    params = load_params(args.params)
+    model_file, state_file = args.model / "model.keras", args.model / "state.json"
+    if not model_file.is_file() or not state_file.is_file():
+        raise PipelineError(f"{args.model} is incomplete: run the transfer stage first")
+
+    from pipeline.models import compile_model, get_base, load_model, unfreeze_last
+    from pipeline.training import fit_phase, load_train_val, write_history
+
+    seed_everything(params.seed)
+    cfg = params.finetune
+    model = load_model(model_file)
+    size = int(model.input_shape[1])
+    n_base = len(get_base(model).layers)
+    if cfg.unfreeze_layers > n_base:
+        raise PipelineError(
+            f"finetune.unfreeze_layers = {cfg.unfreeze_layers} but the base has {n_base} layers"
+        )
+    n_trainable = unfreeze_last(model, cfg.unfreeze_layers)
+    compile_model(model, cfg.learning_rate)  # recompile: `trainable` changed
+    log.info(
+        "finetune: last %d of %d base layers unfrozen (%d with trainable weights, BatchNorm "
+        "frozen); %d trainable parameters",
+        cfg.unfreeze_layers,
+        n_base,
+        n_trainable,
+        sum(int(w.numpy().size) for w in model.trainable_weights),
+    )
+    _, train_ds, val_ds = load_train_val(size, cfg.batch_size, params.seed)
+    start = int(read_json(state_file)["last_epoch"])
+    with atomic_dir(args.out) as tmp, atomic_dir(args.logs) as tb:
+        rows, result = fit_phase(
+            model,
+            train_ds,
+            val_ds,
+            phase="finetune",
+            epochs=cfg.epochs,
+            initial_epoch=start,
+            patience=cfg.patience,
+            work_dir=tmp,
+            log_dir=tb,
+        )
+        model.save(tmp / "model.keras")
+        write_json(tmp / "state.json", result.to_dict())
+        write_history(args.history, rows)
+        buf = io.StringIO()
+        model.summary(
+            print_fn=lambda line, **_: buf.write(line + "\n"),
+            show_trainable=True,
+            expand_nested=True,
+            line_length=110,
+        )
+        with atomic_file(args.summary) as fh:
+            fh.write(buf.getvalue())
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,173 @@
+"""Model building, in one place: the pretrained base, preprocessing, augmentation and the head.
+
+The classifier takes ``(batch, size, size, 3)`` float32 pixels in ``[0, 255]`` and returns
+``(batch, n_classes)`` softmax probabilities::
+
+    inputs -> augmentation (training only) -> preprocessing (model-specific, serialisable)
+           -> base(x, training=False) -> GlobalAveragePooling2D -> Dropout -> Dense relu
+           -> Dropout -> Dense softmax
+
+The base is always called with ``training=False`` so its BatchNorm layers stay in inference mode,
+also after some of its layers are unfrozen for fine-tuning (Keras guide "Transfer learning &
+fine-tuning"). Every layer is a built-in Keras layer, so saved models load in safe mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from pipeline.params import AugmentationParams
+
+BASE_NAME = "base"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A keras.applications base and the preprocessing its weights expect."""
+
+    factory: Callable[..., keras.Model]
+    rescale: tuple[float, float] | None  # (scale, offset) applied to [0, 255] pixels, or None
+    kwargs: dict
+    uses_alpha: bool = True
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    # MobileNetV2/V3 expect pixels in [-1, 1].
+    "mobilenet_v2": Architecture(keras.applications.MobileNetV2, (1 / 127.5, -1.0), {}),
+    "mobilenet_v3_small": Architecture(
+        keras.applications.MobileNetV3Small, (1 / 127.5, -1.0), {"include_preprocessing": False}
+    ),
+    "mobilenet_v3_large": Architecture(
+        keras.applications.MobileNetV3Large, (1 / 127.5, -1.0), {"include_preprocessing": False}
+    ),
+    # EfficientNet normalises [0, 255] pixels inside the network itself.
+    "efficientnet_b0": Architecture(keras.applications.EfficientNetB0, None, {}, uses_alpha=False),
+}
+
+
+def build_base(
+    architecture: str,
+    alpha: float,
+    image_size: int | None,
+    weights: str | Path | None = None,
+) -> keras.Model:
+    """Build the headless keras.applications base, named ``"base"``.
+
+    ``image_size=None`` builds a size-agnostic base (its weights load at any input size).
+    ``weights`` is ``None`` (random), ``"imagenet"`` (downloaded by Keras) or a weights file.
+    """
+    arch = ARCHITECTURES[architecture]
+    kwargs = dict(arch.kwargs)
+    if arch.uses_alpha:
+        kwargs["alpha"] = alpha
+    side = image_size
+    base = arch.factory(
+        input_shape=(side, side, 3),
+        include_top=False,
+        weights=str(weights) if isinstance(weights, Path) else weights,
+        **kwargs,
+    )
+    base.name = BASE_NAME
+    return base
+
+
+def preprocessing(architecture: str) -> keras.Layer:
+    """The serialisable layer that maps ``[0, 255]`` pixels to what the base expects."""
+    arch = ARCHITECTURES[architecture]
+    if arch.rescale is None:
+        return layers.Identity(name="preprocessing")
+    scale, offset = arch.rescale
+    return layers.Rescaling(scale=scale, offset=offset, name="preprocessing")
+
+
+def augmentation(cfg: AugmentationParams, seed: int) -> keras.Layer:
+    """Random augmentation on ``[0, 255]`` pixels; active only when ``training=True``.
+
+    A ``Sequential`` of the enabled layers, or an ``Identity`` layer when all are disabled.
+    """
+    aug: list[keras.Layer] = []
+    if cfg.flip:
+        aug.append(layers.RandomFlip("horizontal", seed=seed))
+    if cfg.rotation:
+        aug.append(layers.RandomRotation(cfg.rotation, fill_mode="reflect", seed=seed + 1))
+    if cfg.zoom:
+        aug.append(layers.RandomZoom(cfg.zoom, fill_mode="reflect", seed=seed + 2))
+    if cfg.translation:
+        aug.append(
+            layers.RandomTranslation(
+                cfg.translation, cfg.translation, fill_mode="reflect", seed=seed + 3
+            )
+        )
+    if cfg.contrast:
+        aug.append(layers.RandomContrast(cfg.contrast, seed=seed + 4))
+    if cfg.brightness:
+        aug.append(layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed + 5))
+    if not aug:
+        return layers.Identity(name="augmentation")
+    return keras.Sequential(aug, name="augmentation")
+
+
+def build_classifier(
+    base: keras.Model,
+    architecture: str,
+    image_size: int,
+    n_classes: int,
+    *,
+    aug: AugmentationParams,
+    seed: int,
+    dense_units: int = 128,
+    dropout: float = 0.5,
+) -> keras.Model:
+    """Freeze ``base`` and put augmentation, preprocessing and a new head around it."""
+    base.trainable = False
+    inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
+    x = augmentation(aug, seed)(inputs)
+    x = preprocessing(architecture)(x)
+    x = base(x, training=False)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(dropout, seed=seed + 10, name="dropout_1")(x)
+    x = layers.Dense(dense_units, activation="relu", name="dense")(x)
+    x = layers.Dropout(dropout, seed=seed + 11, name="dropout_2")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="classifier")
+
+
+def get_base(model: keras.Model) -> keras.Model:
+    """The base network inside a classifier built by :func:`build_classifier`."""
+    return model.get_layer(BASE_NAME)
+
+
+def unfreeze_last(model: keras.Model, n_layers: int) -> int:
+    """Make the last ``n_layers`` layers of the base trainable, BatchNorm layers excepted.
+
+    The rest of the base stays frozen, and BatchNorm layers stay frozen (and, since the base is
+    called with ``training=False``, in inference mode). Returns the number of layers that hold
+    trainable weights afterwards. Recompile the model after calling this.
+    """
+    base = get_base(model)
+    if not 1 <= n_layers <= len(base.layers):
+        raise ValueError(f"n_layers must be in 1..{len(base.layers)}, got {n_layers}")
+    base.trainable = True
+    cut = len(base.layers) - n_layers
+    for i, layer in enumerate(base.layers):
+        layer.trainable = i >= cut and not isinstance(layer, layers.BatchNormalization)
+    return sum(1 for layer in base.layers if layer.trainable and layer.trainable_weights)
+
+
+def compile_model(model: keras.Model, learning_rate: float) -> None:
+    """Compile with Adam, sparse categorical cross-entropy and accuracy."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load a saved classifier in Keras safe mode."""
+    return keras.saving.load_model(path, safe_mode=True)

@@ -1,0 +1,296 @@
+"""Typed, validated pipeline parameters read from ``params.yaml``.
+
+Every stage calls :func:`load_params` first, so a bad value fails in about a second with a message
+that names the key, the value and what is allowed, before any data or model is touched.
+
+Run ``python -m pipeline.params`` to check a ``params.yaml`` without running anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PARAMS_FILE = Path("params.yaml")
+
+# Layers of each supported keras.applications base (include_top=False), counted the way
+# ``len(base.layers)`` counts them. Validation uses the table so that stages which do not import
+# TensorFlow can still refuse ``finetune.unfreeze_layers`` larger than the base; a unit test checks
+# the table against Keras.
+BASE_LAYER_COUNTS: dict[str, int] = {
+    "mobilenet_v2": 154,
+    "mobilenet_v3_small": 156,
+    "mobilenet_v3_large": 186,
+    "efficientnet_b0": 237,
+}
+# Width multipliers that keras.applications accepts (and has ImageNet weights for).
+ALPHAS: dict[str, tuple[float, ...]] = {
+    "mobilenet_v2": (0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
+    "mobilenet_v3_small": (0.75, 1.0),
+    "mobilenet_v3_large": (0.75, 1.0),
+    "efficientnet_b0": (1.0,),
+}
+Architecture = Literal[
+    "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0"
+]
+
+
+class ParamsError(ValueError):
+    """Raised when ``params.yaml`` is missing, malformed or holds an invalid value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class SampleDataParams(_Section):
+    """The generated offline dataset (``data.source: sample``)."""
+
+    images_per_class: int = Field(150, ge=10, le=20_000)
+    min_side: int = Field(120, ge=32, le=2048, description="shortest short side, pixels")
+    max_side: int = Field(360, ge=32, le=4096, description="longest short side, pixels")
+
+    @model_validator(mode="after")
+    def _sides(self) -> SampleDataParams:
+        if self.min_side > self.max_side:
+            raise ValueError(
+                f"min_side ({self.min_side}) must not exceed max_side ({self.max_side})"
+            )
+        return self
+
+
+class KaggleDataParams(_Section):
+    """A Kaggle dataset pinned to a version (``data.source: kaggle``)."""
+
+    handle: str = "balabaskar/tom-and-jerry-image-classification/versions/1"
+
+
+class DataParams(_Section):
+    source: Literal["sample", "local", "kaggle"] = "sample"
+    path: str = Field("", description="local: folder that holds one sub-folder per class")
+    image_size: int = Field(96, ge=32, le=1024, description="square input side, pixels")
+    sample: SampleDataParams = SampleDataParams()
+    kaggle: KaggleDataParams = KaggleDataParams()
+
+    @model_validator(mode="after")
+    def _path_for_local(self) -> DataParams:
+        if self.source == "local" and not self.path.strip():
+            raise ValueError(
+                "data.source is 'local' but data.path is empty: set data.path to a folder that "
+                "holds one sub-folder of images per class"
+            )
+        return self
+
+
+class SplitParams(_Section):
+    train: float = Field(0.7, gt=0, lt=1)
+    val: float = Field(0.2, gt=0, lt=1)
+    test: float = Field(0.1, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitParams:
+        total = self.train + self.val + self.test
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(
+                f"split.train + split.val + split.test must be 1, got "
+                f"{self.train} + {self.val} + {self.test} = {total:g}"
+            )
+        return self
+
+
+class ModelParams(_Section):
+    architecture: Architecture = "mobilenet_v2"
+    alpha: float = Field(0.35, gt=0, description="width multiplier (MobileNet only)")
+    weights: Literal["sample", "file", "imagenet", "kaggle"] = "sample"
+    weights_path: str = Field("", description="file: path of a Keras weights file")
+    kaggle_handle: str = Field(
+        "", description="kaggle: a pinned Kaggle model or dataset handle holding the weights"
+    )
+    kaggle_file: str = Field(
+        "",
+        description="kaggle: path of the weights file inside the handle's files (empty: the "
+        "single .h5 file there, or the one keras.applications names for the architecture)",
+    )
+    dense_units: int = Field(128, ge=1, le=8192)
+    dropout: float = Field(0.5, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelParams:
+        allowed = ALPHAS[self.architecture]
+        if not any(math.isclose(self.alpha, a) for a in allowed):
+            raise ValueError(
+                f"model.alpha = {self.alpha} is not available for {self.architecture}; "
+                f"choose one of {list(allowed)}"
+            )
+        if self.weights == "file" and not self.weights_path.strip():
+            raise ValueError(
+                "model.weights is 'file' but model.weights_path is empty: set it to a Keras "
+                "weights file, e.g. "
+                "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+            )
+        if self.weights == "kaggle" and not self.kaggle_handle.strip():
+            raise ValueError(
+                "model.weights is 'kaggle' but model.kaggle_handle is empty: set it to a pinned "
+                "Kaggle handle (see README, 'Kaggle')"
+            )
+        return self
+
+
+class PretrainParams(_Section):
+    """Pretraining of the base on a generated source task (``model.weights: sample``)."""
+
+    image_size: int = Field(96, ge=32, le=512)
+    images: int = Field(2400, ge=64, le=200_000)
+    epochs: int = Field(4, ge=1, le=500)
+    batch_size: int = Field(32, ge=1, le=4096)
+    learning_rate: float = Field(0.002, gt=0, le=1)
+
+
+class AugmentationParams(_Section):
+    """Random augmentation applied in training only. Factors are fractions (0 disables)."""
+
+    flip: bool = True
+    rotation: float = Field(0.05, ge=0, le=0.5, description="fraction of a full turn")
+    zoom: float = Field(0.1, ge=0, lt=1)
+    translation: float = Field(0.05, ge=0, lt=1)
+    contrast: float = Field(0.1, ge=0, lt=1)
+    brightness: float = Field(0.1, ge=0, lt=1)
+
+
+class PhaseParams(_Section):
+    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(32, ge=1, le=4096)
+    learning_rate: float = Field(0.001, gt=0, le=1)
+    patience: int = Field(3, ge=1, le=10_000, description="EarlyStopping patience, epochs")
+
+
+class FinetuneParams(PhaseParams):
+    learning_rate: float = Field(1e-5, gt=0, le=1)
+    unfreeze_layers: int = Field(30, ge=1, description="last layers of the base to unfreeze")
+
+
+class Params(_Section):
+    """All pipeline parameters; one section per ``params.yaml`` top-level key."""
+
+    seed: int = Field(42, ge=0, le=2**31 - 1)
+    data: DataParams = DataParams()
+    split: SplitParams = SplitParams()
+    model: ModelParams = ModelParams()
+    pretrain: PretrainParams = PretrainParams()
+    augmentation: AugmentationParams = AugmentationParams()
+    transfer: PhaseParams = PhaseParams()
+    finetune: FinetuneParams = FinetuneParams()
+
+    @model_validator(mode="after")
+    def _unfreeze_fits(self) -> Params:
+        n = BASE_LAYER_COUNTS[self.model.architecture]
+        if self.finetune.unfreeze_layers > n:
+            raise ValueError(
+                f"finetune.unfreeze_layers = {self.finetune.unfreeze_layers} but "
+                f"{self.model.architecture} has only {n} layers: choose 1..{n}"
+            )
+        return self
+
+
+def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        full = f"{prefix}{name}"
+        keys.append(full)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(_known_keys(ann, f"{full}."))
+    return keys
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in err["loc"]) or "params"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        close = difflib.get_close_matches(key, _known_keys(Params), n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"{key}: unknown key{hint} (a misspelt key would be silently ignored)"
+    msg = err["msg"].removeprefix("Value error, ")
+    if kind == "value_error":
+        return msg if "." in msg.split(" ")[0] else f"{key}: {msg}"
+    value = err.get("input")
+    shown = "missing" if kind == "missing" else repr(value)
+    return f"{key} = {shown}: {msg}"
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate a params mapping (as read from YAML) into :class:`Params`.
+
+    Raises :class:`ParamsError` listing every problem, one per line.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_format_error(e) for e in exc.errors()]
+        raise ParamsError(
+            f"{source} has {len(lines)} invalid value(s):\n" + "\n".join(f"  - {x}" for x in lines)
+        ) from None
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads YAML 1.2 floats such as ``1e-5`` (which DVC writes) as floats."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Read a YAML file the way DVC writes it (YAML 1.2 numbers)."""
+    return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_Loader)
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Read and validate ``params.yaml``; raise :class:`ParamsError` with a clear message."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path} not found: run from the project root (where dvc.yaml is)")
+    try:
+        raw = read_yaml(path)
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {exc}") from None
+    return parse_params(raw, str(path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("path", nargs="?", default=str(PARAMS_FILE))
+    args = parser.parse_args(argv)
+    try:
+        params = load_params(args.path)
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(yaml.safe_dump(params.model_dump(), sort_keys=False), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

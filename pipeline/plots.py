@@ -1,0 +1,105 @@
+"""All figures, in one place (matplotlib, Agg backend, PNG)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from pipeline.utils import atomic_path
+
+PHASE_COLORS = {"transfer": "tab:blue", "finetune": "tab:orange"}
+
+
+def _save(fig: plt.Figure, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png", metadata={"Software": None})
+    plt.close(fig)
+
+
+def learning_curves(history: Sequence[dict], path: str | Path) -> None:
+    """Loss and accuracy, train (solid) and val (dashed), both phases on one epoch axis.
+
+    ``history`` rows hold ``epoch``, ``phase``, ``loss``, ``accuracy``, ``val_loss`` and
+    ``val_accuracy``. A vertical line marks where fine-tuning starts.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    phases = list(dict.fromkeys(r["phase"] for r in history))
+    for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
+        for phase in phases:
+            rows = [r for r in history if r["phase"] == phase]
+            ep = [int(r["epoch"]) for r in rows]
+            color = PHASE_COLORS.get(phase)
+            ax.plot(
+                ep,
+                [float(r[metric]) for r in rows],
+                "-o",
+                ms=3,
+                color=color,
+                label=f"{phase} train",
+            )
+            ax.plot(
+                ep,
+                [float(r[f"val_{metric}"]) for r in rows],
+                "--s",
+                ms=3,
+                color=color,
+                label=f"{phase} val",
+            )
+        if "finetune" in phases:
+            start = min(int(r["epoch"]) for r in history if r["phase"] == "finetune")
+            ax.axvline(start - 0.5, color="gray", lw=1, ls=":")
+            ax.annotate(
+                "fine-tuning starts",
+                (start - 0.5, 0.98),
+                xycoords=("data", "axes fraction"),
+                ha="right",
+                va="top",
+                fontsize=8,
+                color="gray",
+                rotation=90,
+            )
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(metric.capitalize())
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(0, 1.02)
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle("Learning curves")
+    _save(fig, path)
+
+
+def confusion_matrices(
+    matrices: dict[str, np.ndarray], classes: Sequence[str], path: str | Path
+) -> None:
+    """One panel per model: counts ``(n_classes, n_classes)``, rows actual, columns predicted."""
+    n = len(matrices)
+    fig, axes = plt.subplots(1, n, figsize=(4.8 * n, 4.4), squeeze=False)
+    for ax, (title, cm) in zip(axes[0], matrices.items(), strict=True):
+        ax.imshow(cm, cmap="Blues", vmin=0)
+        ticks = range(len(classes))
+        ax.set_xticks(ticks, classes, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(ticks, classes, fontsize=8)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("actual")
+        acc = np.trace(cm) / max(1, cm.sum())
+        ax.set_title(f"{title} (accuracy {acc:.1%})")
+        high = cm.max() / 2 if cm.size else 0
+        for i in ticks:
+            for j in ticks:
+                ax.text(
+                    j,
+                    i,
+                    int(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color="white" if cm[i, j] > high else "black",
+                )
+    fig.tight_layout()
+    _save(fig, path)

@@ -1,0 +1,138 @@
+"""What both training phases share: data, callbacks, fitting and what is saved afterwards.
+
+A phase trains a compiled classifier, keeps the weights of its best epoch (lowest ``val_loss``,
+EarlyStopping with ``restore_best_weights``), checkpoints the best weights as it goes, logs to
+TensorBoard, and records one history row per epoch. Epochs are numbered on one axis across
+phases: fine-tuning continues where transfer learning stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+
+from pipeline.data import Split, load_split, make_dataset
+from pipeline.utils import log, write_csv
+
+HISTORY_COLUMNS = (
+    "epoch",
+    "phase",
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "learning_rate",
+)
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    """Summary of one phase: epochs are 1-based and global (counted across phases)."""
+
+    phase: str
+    first_epoch: int
+    last_epoch: int
+    best_epoch: int
+    best_val_loss: float
+    stopped_early: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_train_val(
+    image_size: int,
+    batch_size: int,
+    seed: int,
+    split_dir: str | Path = "data/split",
+    data_dir: str | Path = "data/raw",
+) -> tuple[Split, object, object]:
+    """The train split and the shuffled-train / ordered-val datasets for a phase."""
+    train = load_split("train", split_dir, data_dir)
+    val = load_split("val", split_dir, data_dir)
+    train_ds = make_dataset(train, image_size, batch_size, shuffle=True, seed=seed)
+    val_ds = make_dataset(val, image_size, batch_size)
+    return train, train_ds, val_ds
+
+
+def fit_phase(
+    model: keras.Model,
+    train_ds: object,
+    val_ds: object,
+    *,
+    phase: str,
+    epochs: int,
+    initial_epoch: int,
+    patience: int,
+    work_dir: Path,
+    log_dir: Path,
+) -> tuple[list[list], PhaseResult]:
+    """Train ``model`` for up to ``epochs`` epochs after ``initial_epoch``; return history rows.
+
+    ``work_dir`` receives ``best.weights.h5`` (ModelCheckpoint); ``log_dir`` the TensorBoard
+    logs. On return the model holds the weights of the best epoch.
+    """
+    early = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=patience, restore_best_weights=True, verbose=1
+    )
+    callbacks = [
+        early,
+        keras.callbacks.ModelCheckpoint(
+            work_dir / "best.weights.h5",
+            monitor="val_loss",
+            save_best_only=True,
+            save_weights_only=True,
+        ),
+        keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=0, write_graph=False),
+    ]
+    total = initial_epoch + epochs
+    log.info("%s: epochs %d..%d", phase, initial_epoch + 1, total)
+    hist = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=total,
+        initial_epoch=initial_epoch,
+        callbacks=callbacks,
+        verbose=2,
+    )
+    lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    h = hist.history
+    n = len(h["loss"])
+    rows = [
+        [
+            initial_epoch + i + 1,
+            phase,
+            round(float(h["loss"][i]), 6),
+            round(float(h["accuracy"][i]), 6),
+            round(float(h["val_loss"][i]), 6),
+            round(float(h["val_accuracy"][i]), 6),
+            lr,
+        ]
+        for i in range(n)
+    ]
+    best_i = min(range(n), key=lambda i: h["val_loss"][i])
+    result = PhaseResult(
+        phase=phase,
+        first_epoch=initial_epoch + 1,
+        last_epoch=initial_epoch + n,
+        best_epoch=initial_epoch + best_i + 1,
+        best_val_loss=round(float(h["val_loss"][best_i]), 6),
+        stopped_early=n < epochs,
+    )
+    log.info(
+        "%s: ran epochs %d..%d, best epoch %d (val_loss %.4f)%s",
+        phase,
+        result.first_epoch,
+        result.last_epoch,
+        result.best_epoch,
+        result.best_val_loss,
+        ", stopped early" if result.stopped_early else "",
+    )
+    return rows, result
+
+
+def write_history(path: str | Path, rows: list[list]) -> None:
+    """Per-epoch history as CSV (columns :data:`HISTORY_COLUMNS`), for ``dvc plots``."""
+    write_csv(path, HISTORY_COLUMNS, rows)

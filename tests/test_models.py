@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from pipeline.models import (
+    ARCHITECTURES,
+    build_base,
+    build_classifier,
+    compile_model,
+    get_base,
+    load_model,
+    unfreeze_last,
+)
+from pipeline.params import ALPHAS, BASE_LAYER_COUNTS, AugmentationParams
+
+
+def _classifier(size=32, arch="mobilenet_v2", alpha=0.35, aug=None):
+    base = build_base(arch, alpha, size)
+    return build_classifier(
+        base, arch, size, 4, aug=aug or AugmentationParams(), seed=1, dense_units=8
+    )
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_layer_count_table_matches_keras(arch):
+    assert set(ARCHITECTURES) == set(BASE_LAYER_COUNTS) == set(ALPHAS)
+    base = build_base(arch, ALPHAS[arch][-1 if arch == "mobilenet_v2" else 0], 32)
+    assert len(base.layers) == BASE_LAYER_COUNTS[arch]
+
+
+def test_classifier_structure_and_frozen_base():
+    model = _classifier()
+    names = [layer.name for layer in model.layers]
+    assert names == [
+        "image",
+        "augmentation",
+        "preprocessing",
+        "base",
+        "pool",
+        "dropout_1",
+        "dense",
+        "dropout_2",
+        "predictions",
+    ]
+    assert not get_base(model).trainable
+    assert model.output_shape == (None, 4)
+    assert not any(isinstance(layer, keras.layers.Lambda) for layer in model._flatten_layers())
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    probs = model.predict(x, verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_unfreeze_last_keeps_batchnorm_frozen():
+    model = _classifier()
+    base = get_base(model)
+    n_with_weights = unfreeze_last(model, 12)
+    tail, head = base.layers[-12:], base.layers[:-12]
+    assert not any(layer.trainable for layer in head)
+    for layer in tail:
+        assert layer.trainable == (not isinstance(layer, keras.layers.BatchNormalization))
+    assert n_with_weights == sum(1 for layer in tail if layer.trainable and layer.weights)
+    with pytest.raises(ValueError, match="n_layers must be"):
+        unfreeze_last(model, len(base.layers) + 1)
+
+
+def test_batchnorm_statistics_do_not_move_while_finetuning():
+    model = _classifier(
+        aug=AugmentationParams(
+            flip=False, rotation=0, zoom=0, translation=0, contrast=0, brightness=0
+        )
+    )
+    unfreeze_last(model, 30)
+    compile_model(model, 1e-3)
+    bn = [
+        layer
+        for layer in get_base(model).layers[-30:]
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    before = [layer.moving_mean.numpy().copy() for layer in bn]
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 4, 16)
+    trainable_before = [w.numpy().copy() for w in model.trainable_weights]
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    for layer, mean in zip(bn, before, strict=True):
+        np.testing.assert_array_equal(layer.moving_mean.numpy(), mean)
+    assert any(
+        not np.array_equal(a, w.numpy())
+        for a, w in zip(trainable_before, model.trainable_weights, strict=True)
+    )
+
+
+def test_augmentation_is_training_only_and_configurable():
+    aug = AugmentationParams(
+        flip=True, rotation=0.1, zoom=0, translation=0, contrast=0, brightness=0.2
+    )
+    model = _classifier(aug=aug)
+    layers_ = [type(x).__name__ for x in model.get_layer("augmentation").layers]
+    assert layers_ == ["RandomFlip", "RandomRotation", "RandomBrightness"]
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(model(x, training=False), model(x, training=False))
+
+
+def test_save_load_roundtrip_in_safe_mode(tmp_path):
+    model = _classifier()
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = load_model(path)
+    again = keras.saving.load_model(path)  # safe mode is Keras' default
+    x = np.random.default_rng(1).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    expected = model.predict(x, verbose=0)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, atol=1e-6)
+    np.testing.assert_allclose(again.predict(x, verbose=0), expected, atol=1e-6)
+
+
+def test_preprocessing_maps_pixels_to_model_range():
+    model = _classifier()
+    pre = model.get_layer("preprocessing")
+    out = pre(np.array([[[[0.0, 127.5, 255.0]]]], dtype="float32"))
+    np.testing.assert_allclose(np.asarray(out), [[[[-1.0, 0.0, 1.0]]]], atol=1e-6)
+
+
+def test_size_free_weights_load_at_any_size(tmp_path):
+    base = build_base("mobilenet_v2", 0.35, None)
+    path = tmp_path / "b.weights.h5"
+    base.save_weights(path)
+    for size in (32, 64):
+        other = build_base("mobilenet_v2", 0.35, size, weights=path)
+        np.testing.assert_array_equal(other.weights[0].numpy(), base.weights[0].numpy())

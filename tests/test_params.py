@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import pytest
+
+from pipeline.params import BASE_LAYER_COUNTS, Params, ParamsError, load_params, main, parse_params
+from tests.conftest import ROOT
+
+
+def test_defaults_and_repo_params_are_valid():
+    assert parse_params({}) == Params()
+    p = load_params(ROOT / "params.yaml")
+    assert p.data.source == "sample"
+    assert p.finetune.learning_rate == pytest.approx(p.transfer.learning_rate / 100)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"split": {"train": 0.6, "val": 0.2, "test": 0.1}}, "must be 1"),
+        ({"data": {"image_size": 16}}, "data.image_size = 16"),
+        ({"data": {"image_size": "96"}}, "data.image_size = '96'"),
+        ({"data": {"source": "local"}}, "data.path is empty"),
+        ({"data": {"source": "ftp"}}, "data.source = 'ftp'"),
+        ({"model": {"architecture": "resnet9"}}, "model.architecture = 'resnet9'"),
+        ({"model": {"alpha": 0.4}}, "model.alpha = 0.4 is not available"),
+        ({"model": {"weights": "file"}}, "model.weights_path is empty"),
+        ({"finetune": {"unfreeze_layers": 999}}, "has only 154 layers"),
+        ({"finetune": {"unfreeze_layers": 0}}, "finetune.unfreeze_layers = 0"),
+        ({"transfer": {"epochs": 2.5}}, "transfer.epochs = 2.5"),
+        ({"transfer": {"epochs": True}}, "transfer.epochs = True"),
+        ({"transfer": {"learning_rate": -1.0}}, "transfer.learning_rate = -1.0"),
+        ({"finetune": {"unfreez_layers": 3}}, "did you mean 'finetune.unfreeze_layers'"),
+        ({"tranfer": {"epochs": 3}}, "did you mean 'transfer'"),
+        ({"split": {"train": 1.0, "val": 0.0, "test": 0.0}}, "split.train = 1.0"),
+        ({"augmentation": {"rotation": 0.9}}, "augmentation.rotation = 0.9"),
+        ({"data": {"sample": {"min_side": 500, "max_side": 100}}}, "must not exceed"),
+        ({"seed": -1}, "seed = -1"),
+        ({"data": []}, "data = []"),
+    ],
+)
+def test_invalid_values_are_refused_with_the_key(raw, expected):
+    with pytest.raises(ParamsError) as info:
+        parse_params(raw)
+    assert expected in str(info.value)
+
+
+def test_every_problem_is_listed():
+    with pytest.raises(ParamsError) as info:
+        parse_params({"seed": "x", "transfer": {"epochs": 0}})
+    msg = str(info.value)
+    assert "2 invalid" in msg and "seed = 'x'" in msg and "transfer.epochs = 0" in msg
+
+
+def test_unfreeze_limit_follows_architecture():
+    n = BASE_LAYER_COUNTS["efficientnet_b0"]
+    ok = {
+        "model": {"architecture": "efficientnet_b0", "alpha": 1.0},
+        "finetune": {"unfreeze_layers": n},
+    }
+    assert parse_params(ok).finetune.unfreeze_layers == n
+    ok["finetune"]["unfreeze_layers"] = n + 1
+    with pytest.raises(ParamsError, match="efficientnet_b0 has only"):
+        parse_params(ok)
+
+
+def test_yaml_1_2_floats_written_by_dvc_are_numbers(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("finetune:\n  learning_rate: 1e-05\ntransfer:\n  learning_rate: 2E-3\n")
+    p = load_params(path)
+    assert p.finetune.learning_rate == 1e-5
+    assert p.transfer.learning_rate == 2e-3
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: [1,\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ParamsError, match="expected a mapping"):
+        load_params(listy)
+
+
+def test_cli_checks_a_file(tmp_path, capsys):
+    good = tmp_path / "p.yaml"
+    good.write_text("seed: 3\n")
+    assert main([str(good)]) == 0
+    assert "seed: 3" in capsys.readouterr().out
+    good.write_text("seed: 3\nsplit:\n  train: 0.9\n")
+    assert main([str(good)]) == 2
+    assert "must be 1" in capsys.readouterr().err

@@ -1,0 +1,158 @@
+"""End to end: ``dvc repro`` on tiny params in a temporary git repo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from pipeline.synthetic import SCENE_CLASSES
+from tests.conftest import tiny_params_dict
+from tests.e2e import make_repo, run, stages_run
+
+pytestmark = pytest.mark.slow
+ALL_STAGES = ["download_data", "download_weights", "split", "transfer", "finetune", "evaluate"]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = make_repo(tmp_path_factory.mktemp("e2e") / "repo", tiny_params_dict())
+    out = run(["dvc", "repro"], path).stdout
+    assert stages_run(out) == ALL_STAGES
+    return path
+
+
+def test_outputs(repo: Path):
+    assert sorted(p.name for p in (repo / "data/raw").iterdir()) == sorted(SCENE_CLASSES)
+    assert {p.name for p in (repo / "data/split").iterdir()} == {
+        "train.csv",
+        "val.csv",
+        "test.csv",
+        "classes.json",
+    }
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    for phase in ("transfer", "finetune"):
+        m = metrics[phase]
+        assert 0 <= m["accuracy"] <= 1 and m["loss"] > 0 and 0 <= m["macro_f1"] <= 1
+        assert set(m["per_class"]) == set(SCENE_CLASSES)
+    assert metrics["test_images"] == 4
+    for name in ("learning_curves.png", "confusion_matrix.png"):
+        with Image.open(repo / "reports/figures" / name) as im:
+            assert im.format == "PNG"
+    rows = (repo / "reports/plots/confusion_finetune.csv").read_text().splitlines()
+    assert rows[0] == "actual,predicted" and len(rows) == 5
+    hist_t = (repo / "reports/history/transfer.csv").read_text().splitlines()
+    hist_f = (repo / "reports/history/finetune.csv").read_text().splitlines()
+    last_transfer = int(hist_t[-1].split(",")[0])
+    assert int(hist_f[1].split(",")[0]) == last_transfer + 1  # one epoch axis
+    summary = (repo / "reports/model_summary.txt").read_text()
+    assert "Trainable" in summary and "block_16_project" in summary
+    assert (repo / "logs/transfer").is_dir() and (repo / "logs/finetune").is_dir()
+    info = json.loads((repo / "reports/weights_source.json").read_text())
+    assert info["source"] == "sample" and info["architecture"] == "mobilenet_v2"
+
+
+def test_models_load_in_safe_mode_and_reproduce_predictions(repo: Path):
+    import keras
+
+    from pipeline.data import load_split, make_dataset
+
+    model = keras.saving.load_model(repo / "models/finetune/model.keras", safe_mode=True)
+    test = load_split("test", repo / "data/split", repo / "data/raw")
+    proba = model.predict(make_dataset(test, 32, 8), verbose=0)
+    rows = (repo / "reports/predictions.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[4] for r in rows] == [test.classes[i] for i in proba.argmax(1)]
+
+
+def test_up_to_date_after_repro(repo: Path):
+    status = run(["dvc", "status"], repo).stdout
+    assert "up to date" in status
+    out = run(["dvc", "repro"], repo).stdout
+    assert stages_run(out) == []
+
+
+def test_finetune_param_reruns_only_finetune_and_evaluate(repo: Path):
+    before = json.loads((repo / "reports/metrics.json").read_text())
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["finetune"]["learning_rate"] = 1.0e-4
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run(["dvc", "repro"], repo).stdout
+    assert stages_run(out) == ["finetune", "evaluate"]
+    after = json.loads((repo / "reports/metrics.json").read_text())
+    assert after["transfer"] == before["transfer"]
+    # The two data-only stages did not change either.
+    params["finetune"]["learning_rate"] = 1.0e-5
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["dvc", "repro"], repo)
+    assert json.loads((repo / "reports/metrics.json").read_text()) == before
+
+
+def test_forced_reruns_give_identical_metrics(repo: Path):
+    first = (repo / "reports/metrics.json").read_text()
+    run(["dvc", "repro", "-f"], repo)
+    assert (repo / "reports/metrics.json").read_text() == first
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+
+
+def test_bad_params_fail_fast_and_keep_outputs(repo: Path):
+    params_file = repo / "params.yaml"
+    good = params_file.read_text()
+    params = yaml.safe_load(good)
+    params["finetune"]["unfreeze_layer"] = 5  # typo of unfreeze_layers
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        proc = run(["dvc", "repro"], repo, check=False)
+        assert proc.returncode != 0
+        assert "did you mean 'finetune.unfreeze_layers'" in proc.stderr + proc.stdout
+        assert (repo / "models/finetune/model.keras").is_file()
+    finally:
+        params_file.write_text(good)
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+
+
+def _legacy_h5_weights(path: Path) -> Path:
+    """A weights file in the legacy HDF5 layout that keras.applications' downloads use."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from pipeline.models import build_base
+
+    base = build_base("mobilenet_v2", 0.35, None)
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, base)
+    return path
+
+
+def test_local_folder_with_weights_file(tmp_path: Path):
+    photos = tmp_path / "download" / "pets" / "pets"
+    rng = np.random.default_rng(0)
+    for cls, color in (("cat", (200, 60, 60)), ("dog", (60, 60, 200))):
+        (photos / cls).mkdir(parents=True)
+        for i in range(12):
+            arr = rng.normal(color, 40, size=(48 + i, 64, 3)).clip(0, 255).astype("uint8")
+            Image.fromarray(arr).save(photos / cls / f"{i}.jpg")
+    (tmp_path / "download" / "labels.csv").write_text("file,label\n")
+    weights = _legacy_h5_weights(
+        tmp_path / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+    )
+    params = tiny_params_dict(
+        data={"source": "local", "path": str(tmp_path / "download")},
+        model={"weights": "file", "weights_path": str(weights)},
+    )
+    repo = make_repo(tmp_path / "repo", params)
+    out = run(["dvc", "repro"], repo).stdout
+    assert stages_run(out) == ALL_STAGES
+    assert sorted(p.name for p in (repo / "data/raw").iterdir()) == ["cat", "dog"]
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert set(metrics["finetune"]["per_class"]) == {"cat", "dog"}
+    info = json.loads((repo / "reports/weights_source.json").read_text())
+    assert info == {
+        "source": "file",
+        "path": weights.name,
+        "architecture": "mobilenet_v2",
+        "alpha": 0.35,
+    }
