@@ -139,7 +139,7 @@ class ModelParams(_Section):
         if self.weights == "kaggle" and not self.kaggle_handle.strip():
             raise ValueError(
                 "model.weights is 'kaggle' but model.kaggle_handle is empty: set it to a pinned "
-                "Kaggle handle (see README, 'Kaggle')"
+                "Kaggle handle (see docs/kaggle.md)"
             )
         return self
 

@@ -83,10 +83,19 @@ class Animal:
     body: tuple[float, float] = (0.66, 0.6)  # body width, height as fractions of the size
     eyes: float = 0.2  # eye radius as a fraction of the head radius
     whiskers: bool = False
+    belly: Color | None = None
 
 
 # The two characters of the target task (the Kaggle set's Tom and Jerry stand-ins)...
-CAT = Animal((105, 120, 150), "pointed", muzzle=(235, 230, 215), tail="line", whiskers=True)
+CAT = Animal(
+    (105, 120, 150),
+    "pointed",
+    muzzle=(235, 230, 215),
+    tail="line",
+    whiskers=True,
+    belly=(225, 225, 210),
+    eyes=0.3,
+)
 MOUSE = Animal(
     (160, 95, 45),
     "round",
@@ -135,7 +144,14 @@ def _draw_animal(
             fill=fur,
             width=max(1, s // 16),
         )
-    draw.ellipse((cx - bw, by - bh, cx + bw, by + bh), fill=fur, outline=dark)
+    draw.ellipse(
+        (cx - bw, by - bh, cx + bw, by + bh), fill=fur, outline=dark, width=max(1, s // 40)
+    )
+    if a.belly:
+        draw.ellipse(
+            (cx - bw // 2, by - bh // 3, cx + bw // 2, by + bh * 4 // 5),
+            fill=_jitter(rng, a.belly, 10),
+        )
     hr = max(2, int(s * a.head))
     hx, hy = cx, by - bh - hr // 2
     er = int(hr * 0.6 * a.ear_size)
@@ -174,7 +190,9 @@ def _draw_animal(
                 ],
                 fill=dark,
             )
-    draw.ellipse((hx - hr, hy - hr, hx + hr, hy + hr), fill=fur, outline=dark)
+    draw.ellipse(
+        (hx - hr, hy - hr, hx + hr, hy + hr), fill=fur, outline=dark, width=max(1, s // 40)
+    )
     if a.muzzle:
         draw.ellipse(
             (hx - hr // 2, hy, hx + hr // 2, hy + hr * 3 // 4), fill=_jitter(rng, a.muzzle, 10)
@@ -236,8 +254,6 @@ def draw_scene(rng: np.random.Generator, cls: str, width: int, height: int) -> I
         cx = int(width * rng.uniform(lo, hi))
         cy = int(height * rng.uniform(0.5, 0.7))
         _draw_animal(draw, rng, MOUSE, cx, cy, s)
-    # A little foreground clutter so the characters are sometimes partly hidden.
-    _clutter(draw, rng, width, height, int(rng.integers(0, 2)))
     if rng.random() < 0.3:
         img = img.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.3, 1.2))))
     return img

@@ -6,27 +6,36 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tiny_params_dict(**overrides: dict) -> dict:
-    """Params for a pipeline that runs in seconds: 32 px images, a few epochs, few images."""
-    raw = {
+def _merge(base: dict, overrides: dict) -> dict:
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def tiny_params_dict(**overrides: object) -> dict:
+    """The repo's params.yaml with tiny values (32 px, a few epochs, 12 images per class).
+
+    Every key of params.yaml stays present, as DVC requires for the params each stage lists.
+    ``overrides`` are merged section by section, e.g. ``data={"source": "local"}``.
+    """
+    tiny = {
         "seed": 7,
         "data": {
-            "source": "sample",
             "image_size": 32,
             "sample": {"images_per_class": 12, "min_side": 40, "max_side": 72},
         },
-        "model": {
-            "architecture": "mobilenet_v2",
-            "alpha": 0.35,
-            "weights": "sample",
-            "dense_units": 16,
-        },
+        "model": {"dense_units": 16},
         "pretrain": {"image_size": 32, "images": 64, "epochs": 1, "batch_size": 16},
         "transfer": {"epochs": 2, "batch_size": 8, "learning_rate": 0.001, "patience": 2},
         "finetune": {
@@ -37,12 +46,8 @@ def tiny_params_dict(**overrides: dict) -> dict:
             "patience": 2,
         },
     }
-    for section, values in overrides.items():
-        if isinstance(values, dict):
-            raw.setdefault(section, {}).update(values)
-        else:
-            raw[section] = values
-    return raw
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    return _merge(_merge(base, tiny), overrides)
 
 
 @pytest.fixture

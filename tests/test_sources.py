@@ -115,3 +115,25 @@ def test_registry_picks_the_configured_source():
     assert isinstance(get_data_source(parse_params({})), SampleSource)
     local = parse_params({"data": {"source": "local", "path": "/x"}})
     assert isinstance(get_data_source(local), LocalSource)
+
+
+def test_download_stage_keeps_the_previous_output_on_failure(tmp_path: Path, monkeypatch):
+    import yaml
+
+    from pipeline.download_data import main
+
+    _jpeg(tmp_path / "photos" / "only_class" / "a.jpg")
+    _jpeg(tmp_path / "photos" / "only_class" / "b.jpg")
+    params = tiny_params_dict(data={"source": "local", "path": str(tmp_path / "photos")})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    previous = _jpeg(tmp_path / "data" / "raw" / "old" / "keep.jpg")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PipelineError, match="no class folders"):
+        main(["--out", "data/raw", "--info", "data_source.json"])
+    assert previous.is_file()
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["raw"]
+
+    _jpeg(tmp_path / "photos" / "second" / "c.jpg")
+    main(["--out", "data/raw", "--info", "data_source.json"])
+    assert sorted(p.name for p in (tmp_path / "data/raw").iterdir()) == ["only_class", "second"]
+    assert not previous.exists()

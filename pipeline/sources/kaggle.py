@@ -1,0 +1,388 @@
+"""``data.source: kaggle`` and ``model.weights: kaggle``: pinned Kaggle downloads through kagglehub.
+
+Both go through kagglehub's own cache (``KAGGLEHUB_CACHE``, default ``~/.cache/kagglehub``), so a
+second run with the same pinned version needs no network, and an interrupted download is resumed
+(and checked against Kaggle's MD5) by the next run instead of being trusted.
+
+Handles must be pinned to a version: ``owner/slug/versions/N`` for a dataset,
+``owner/model/framework/variation/N`` for a model. An unpinned handle makes kagglehub ask Kaggle
+for the latest version on every run, so the same params could give different data.
+
+* :class:`KaggleSource` downloads the dataset ``data.kaggle.handle`` and copies the class folders
+  found inside it (e.g. ``tom_and_jerry/tom_and_jerry/<class>/``) to the stage output.
+* :func:`download_weights_file` downloads ``model.kaggle_handle`` (a dataset or a model) and
+  returns the keras.applications weights file in it (``model.kaggle_file``, or found by name).
+
+Credentials are kagglehub's: ``KAGGLE_API_TOKEN``, then ``KAGGLE_USERNAME`` + ``KAGGLE_KEY``, then
+``~/.kaggle/kaggle.json``. They are never logged, written or put in provenance records.
+Every failure becomes a :class:`~pipeline.utils.PipelineError` saying what failed and what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tarfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.params import Params
+from pipeline.sources import DataSource, copy_class_tree, find_class_root
+from pipeline.utils import PipelineError, log
+
+CREDENTIALS_HELP = (
+    "kagglehub reads credentials, in this order, from the KAGGLE_API_TOKEN environment variable "
+    "(an API token created at https://www.kaggle.com/settings), from KAGGLE_USERNAME and "
+    "KAGGLE_KEY, or from ~/.kaggle/kaggle.json holding "
+    '{"username": "...", "key": "..."} (folder overridable with KAGGLE_CONFIG_DIR)'
+)
+WEIGHT_SUFFIXES = (".h5", ".hdf5")
+HTTP_UNAUTHORIZED, HTTP_FORBIDDEN, HTTP_NOT_FOUND, HTTP_SERVER_ERROR = 401, 403, 404, 500
+
+_SLUG = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
+_DATASET = re.compile(rf"(?P<ref>{_SLUG}/{_SLUG})/versions/(?P<version>[1-9][0-9]*)")
+_MODEL = re.compile(rf"(?P<ref>{_SLUG}/{_SLUG}/{_SLUG}/{_SLUG})/(?P<version>[1-9][0-9]*)")
+_UNPINNED_DATASET = re.compile(rf"{_SLUG}/{_SLUG}")
+_UNPINNED_MODEL = re.compile(rf"{_SLUG}/{_SLUG}/{_SLUG}/{_SLUG}")
+
+
+@dataclass(frozen=True)
+class KaggleHandle:
+    """A Kaggle dataset or model handle pinned to one version."""
+
+    kind: Literal["dataset", "model"]
+    handle: str  # as kagglehub takes it, version included
+    ref: str  # without the version
+    version: int
+
+    @property
+    def page(self) -> str:
+        """The resource's page on kaggle.com (where its versions are listed)."""
+        return f"https://www.kaggle.com/{self.kind}s/{self.ref}"
+
+
+def parse_handle(
+    value: str, key: str, kinds: tuple[Literal["dataset", "model"], ...] = ("dataset",)
+) -> KaggleHandle:
+    """Parse a pinned handle of one of ``kinds``; refuse unpinned or malformed ones clearly."""
+    handle = value.strip().strip("/")
+    if "dataset" in kinds and (m := _DATASET.fullmatch(handle)):
+        return KaggleHandle("dataset", handle, m["ref"], int(m["version"]))
+    if "model" in kinds and (m := _MODEL.fullmatch(handle)) and "/versions/" not in handle:
+        return KaggleHandle("model", handle, m["ref"], int(m["version"]))
+    why = (
+        "kagglehub would then ask Kaggle for the latest version on every run, so the same "
+        "params could silently give different files and results (it breaks reproducibility), "
+        "and every run would need the network"
+    )
+    if "dataset" in kinds and _UNPINNED_DATASET.fullmatch(handle):
+        raise PipelineError(
+            f"{key} = {value!r} is not pinned to a version: {why}. Pin it as "
+            f"'{handle}/versions/N' with N the version to use (the versions are listed on "
+            f"https://www.kaggle.com/datasets/{handle})"
+        )
+    if "model" in kinds and _UNPINNED_MODEL.fullmatch(handle) and "/versions" not in handle:
+        raise PipelineError(
+            f"{key} = {value!r} is not pinned to a version: {why}. Pin it as '{handle}/N' with "
+            f"N the version to use (the versions are listed on https://www.kaggle.com/models/"
+            f"{handle})"
+        )
+    forms = ["owner/dataset/versions/N (a Kaggle dataset)"]
+    if "model" in kinds:
+        forms.append("owner/model/framework/variation/N (a Kaggle model)")
+    raise PipelineError(
+        f"{key} = {value!r} is not a pinned Kaggle handle: expected {' or '.join(forms)}, "
+        "e.g. balabaskar/tom-and-jerry-image-classification/versions/1"
+    )
+
+
+def credentials_source() -> str | None:
+    """Where kagglehub will take credentials from (a name, never the value), or ``None``."""
+    from kagglesdk.kaggle_env import get_access_token_from_env
+
+    token, origin = get_access_token_from_env()
+    if token:
+        return {"access_token": "~/.kaggle/access_token"}.get(origin, origin)
+    if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
+        return "KAGGLE_USERNAME and KAGGLE_KEY"
+    folder = Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle").expanduser()
+    if (folder / "kaggle.json").is_file():
+        return str(folder / "kaggle.json")
+    return None
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+
+
+def _cache_root() -> str:
+    from kagglehub.config import get_cache_folder
+
+    return get_cache_folder()
+
+
+def _explain(exc: Exception, h: KaggleHandle, key: str, path: str | None) -> tuple[str, bool]:
+    """A message for a failed download, and whether a partial download must be discarded."""
+    import requests
+    from kagglehub.exceptions import DataCorruptionError, UnauthenticatedError
+
+    what = f"{h.kind} {h.handle}" + (f" (file {path})" if path else "")
+    status = _status(exc)
+    if isinstance(exc, UnauthenticatedError) or status in (HTTP_UNAUTHORIZED, HTTP_FORBIDDEN):
+        origin = credentials_source()
+        found = (
+            f"the credentials from {origin} were refused"
+            if origin
+            else "no Kaggle credentials were found"
+        )
+        return (
+            f"Kaggle refused access to {what} (HTTP {status or HTTP_UNAUTHORIZED}): {found}. "
+            f"{CREDENTIALS_HELP}. If the credentials are right, open {h.page} while signed in "
+            "and accept its terms (some resources require that) or check that the account may "
+            "see it",
+            False,
+        )
+    if status == HTTP_NOT_FOUND:
+        fix = f"check {key}" + (" and model.kaggle_file" if path else "")
+        private = f"A private {h.kind} also answers 404 to accounts that may not see it"
+        if credentials_source() is None:
+            private += f", and no Kaggle credentials were found: {CREDENTIALS_HELP}"
+        return (
+            f"Kaggle has no {what} (HTTP 404): {fix} (owner, name and version {h.version}; the "
+            f"versions are listed on {h.page}). {private}",
+            False,
+        )
+    if status is not None and status >= HTTP_SERVER_ERROR:
+        return (
+            f"Kaggle answered HTTP {status} (a server error) while downloading {what}: "
+            f"the kagglehub cache holds no complete copy of it, so run the stage again later "
+            f"({_first_line(exc)})",
+            False,
+        )
+    if status is not None:
+        return f"downloading {what} failed with HTTP {status}: {_first_line(exc)}", False
+    if isinstance(exc, DataCorruptionError):
+        return (
+            f"the download of {what} did not match Kaggle's MD5 checksum; kagglehub deleted it: "
+            "run the stage again to download it afresh",
+            True,
+        )
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError | requests.exceptions.ReadTimeout):
+        return (
+            f"the download of {what} was cut off before its end ({_first_line(exc)}). The partial "
+            f"file stays in the kagglehub cache ({_cache_root()}) without its completion marker, "
+            "so it is never used as is: run the stage again and kagglehub resumes or restarts "
+            "it and checks it against Kaggle's checksum",
+            False,
+        )
+    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+        return (
+            f"could not reach Kaggle, or lost the connection, while downloading {what} "
+            f"({_first_line(exc)}). Check the network connection (and HTTPS_PROXY if one is "
+            "needed), then run the stage again: a partial download is resumed, never used as "
+            "is. Without network, a pinned version that an earlier run downloaded is read from "
+            f"the kagglehub cache ({_cache_root()})",
+            False,
+        )
+    if isinstance(exc, zipfile.BadZipFile | tarfile.TarError) or (
+        isinstance(exc, ValueError) and "archive type" in str(exc)
+    ):
+        return (
+            f"the archive downloaded for {what} is damaged ({_first_line(exc)}); it was removed "
+            "from the kagglehub cache: run the stage again to download it afresh",
+            True,
+        )
+    if isinstance(exc, ValueError) and "credentials" in str(exc).lower():
+        return f"{_first_line(exc)}. {CREDENTIALS_HELP}", False
+    if isinstance(exc, OSError):
+        return (
+            f"could not write the download of {what} to the kagglehub cache ({_cache_root()}): "
+            f"{_first_line(exc)}. Free disk space or set KAGGLEHUB_CACHE to a writable folder",
+            True,
+        )
+    return f"kagglehub could not download {what}: {_first_line(exc)}", True
+
+
+def _discard_partial(h: KaggleHandle, path: str | None) -> None:
+    """Remove what a failed download left in the cache unless kagglehub marked it complete."""
+    from kagglehub.cache import Cache
+    from kagglehub.handle import parse_dataset_handle, parse_model_handle
+
+    try:
+        rh = (parse_dataset_handle if h.kind == "dataset" else parse_model_handle)(h.handle)
+        cache = Cache()
+        if cache.load_from_cache(rh, path):
+            return
+        Path(cache.get_archive_path(rh)).unlink(missing_ok=True)
+        cache.delete_from_cache(rh, path)
+    except Exception as exc:  # best effort: the error being reported matters more
+        log.warning("could not clean the partial download of %s: %s", h.handle, exc)
+
+
+def kaggle_download(h: KaggleHandle, key: str, path: str | None = None) -> Path:
+    """Download (or read from kagglehub's cache) a pinned handle; return the local path."""
+    import kagglehub
+
+    fn: Callable[..., str] = (
+        kagglehub.dataset_download if h.kind == "dataset" else kagglehub.model_download
+    )
+    log.info("kaggle %s %s%s", h.kind, h.handle, f" file {path}" if path else "")
+    try:
+        local = fn(h.handle, path) if path else fn(h.handle)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        message, discard = _explain(exc, h, key, path)
+        if discard:
+            _discard_partial(h, path)
+        raise PipelineError(message) from None
+    return Path(local)
+
+
+class KaggleSource(DataSource):
+    """The Kaggle dataset ``data.kaggle.handle`` (pinned), through kagglehub's cache."""
+
+    name = "kaggle"
+
+    def fetch(self, out: Path) -> dict[str, Any]:
+        key = "data.kaggle.handle"
+        h = parse_handle(self.params.data.kaggle.handle, key)
+        root = kaggle_download(h, key)
+        class_root = find_class_root(root)
+        counts = copy_class_tree(class_root, out)
+        import kagglehub
+
+        return {
+            "source": "kaggle",
+            "handle": h.handle,
+            "version": h.version,
+            "class_root": class_root.relative_to(root).as_posix(),
+            "images": counts,
+            "kagglehub": kagglehub.__version__,
+        }
+
+
+def keras_applications_name(architecture: str, alpha: float) -> re.Pattern[str]:
+    """The names keras.applications gives the headless ImageNet weights of a base."""
+    a = re.escape(str(float(alpha)))
+    patterns = {
+        "mobilenet_v2": rf"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{a}_[0-9]+_no_top\.h5",
+        "mobilenet_v3_small": rf"weights_mobilenet_v3_small_224_{a}_float_no_top(_v2)?\.h5",
+        "mobilenet_v3_large": rf"weights_mobilenet_v3_large_224_{a}_float_no_top(_v2)?\.h5",
+        "efficientnet_b0": r"efficientnetb0_notop\.h5",
+    }
+    return re.compile(patterns[architecture])
+
+
+def _example_name(architecture: str, alpha: float) -> str:
+    return {
+        "mobilenet_v2": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_"
+        f"{float(alpha)}_224_no_top.h5",
+        "mobilenet_v3_small": f"weights_mobilenet_v3_small_224_{float(alpha)}_float_no_top_v2.h5",
+        "mobilenet_v3_large": f"weights_mobilenet_v3_large_224_{float(alpha)}_float_no_top_v2.h5",
+        "efficientnet_b0": "efficientnetb0_notop.h5",
+    }[architecture]
+
+
+def _listing(paths: list[str], limit: int = 20) -> str:
+    shown = ", ".join(paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def _pick_weights_file(root: Path, params: Params, h: KaggleHandle) -> Path:
+    """The weights file in a whole download: the only .h5 one, or the one named for the base."""
+    m = params.model
+    files = sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    candidates = [f for f in files if f.lower().endswith(WEIGHT_SUFFIXES)]
+    if len(candidates) == 1:
+        return root / candidates[0]
+    if not candidates:
+        raise PipelineError(
+            f"Kaggle {h.kind} {h.handle} holds no Keras weights file (.h5); it holds: "
+            f"{_listing(files) or 'nothing'}. Point model.kaggle_handle at a {h.kind} that holds "
+            f"the keras.applications file, e.g. {_example_name(m.architecture, m.alpha)}"
+        )
+    pattern = keras_applications_name(m.architecture, m.alpha)
+    named = [f for f in candidates if pattern.fullmatch(f.rsplit("/", 1)[-1])]
+    if len(named) == 1:
+        log.info(
+            "picked %s: keras.applications' name for %s alpha %s", named[0], m.architecture, m.alpha
+        )
+        return root / named[0]
+    raise PipelineError(
+        f"Kaggle {h.kind} {h.handle} holds {len(candidates)} weights files: "
+        f"{_listing(candidates)}. Set model.kaggle_file to the headless ('no_top') one for "
+        f"{m.architecture} with alpha {m.alpha}"
+    )
+
+
+def _check_file_param(value: str) -> str | None:
+    path = value.strip().replace("\\", "/").strip("/")
+    if not path:
+        return None
+    if ".." in path.split("/"):
+        raise PipelineError(f"model.kaggle_file = {value!r} must stay inside the download")
+    if not path.lower().endswith(WEIGHT_SUFFIXES):
+        raise PipelineError(
+            f"model.kaggle_file = {value!r} is not a Keras weights file: expected a name ending "
+            "in .h5 (a keras.applications '_no_top.h5' file or a '.weights.h5' file)"
+        )
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_weights_file(params: Params) -> tuple[Path, dict[str, Any]]:
+    """Download the weights named by ``model.kaggle_handle``; return the file and provenance.
+
+    ``model.kaggle_handle`` is a pinned Kaggle dataset (``owner/slug/versions/N``) or model
+    (``owner/model/framework/variation/N``). With ``model.kaggle_file`` set only that file is
+    downloaded; otherwise the whole handle is, and the file is the single ``.h5`` file in it or
+    the one keras.applications names for ``model.architecture`` and ``model.alpha``.
+    """
+    key = "model.kaggle_handle"
+    h = parse_handle(params.model.kaggle_handle, key, kinds=("dataset", "model"))
+    wanted = _check_file_param(params.model.kaggle_file)
+    local = kaggle_download(h, key, wanted)
+    if wanted:
+        if not local.is_file():
+            raise PipelineError(
+                f"model.kaggle_file = {params.model.kaggle_file!r} is not a file in Kaggle "
+                f"{h.kind} {h.handle}"
+            )
+        path = local
+        name = wanted
+    else:
+        path = _pick_weights_file(local, params, h)
+        name = path.relative_to(local).as_posix()
+    import kagglehub
+
+    return path, {
+        "source": "kaggle",
+        "kind": h.kind,
+        "handle": h.handle,
+        "version": h.version,
+        "file": name,
+        "sha256": _sha256(path),
+        "kagglehub": kagglehub.__version__,
+    }
