@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv repro test test-fast lint format lock clean help
+.PHONY: venv repro test test-fast lint format lock clean help report experiment venv-remote
 
 help:
 	@echo "make repro     create $(VENV) from requirements.lock and run 'dvc repro'"
@@ -16,6 +16,9 @@ help:
 	@echo "make test-fast unit tests only (no end-to-end dvc runs)"
 	@echo "make lint      ruff check + format check"
 	@echo "make lock      re-resolve requirements.lock from pyproject.toml (needs uv)"
+	@echo "make report    review report of the workspace against BASE (default main)"
+	@echo "make experiment SET='key=value ...'  dvc exp run with those params set"
+	@echo "make venv-remote  add the DVC S3 and GCS remote plugins to $(VENV)"
 
 venv: $(STAMP)
 
@@ -27,6 +30,19 @@ $(STAMP): requirements.lock pyproject.toml
 
 repro: $(STAMP)
 	$(BIN)/dvc repro
+
+# Code review and CI: `make report BASE=origin/main`, `make experiment SET="data.source=kaggle"`
+BASE ?= main
+SET  ?=
+
+report: $(STAMP)
+	$(BIN)/python -m pipeline.report --base $(BASE)
+
+experiment: $(STAMP)
+	$(BIN)/dvc exp run $(addprefix -S ,$(SET))
+
+venv-remote: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-build-isolation -e ".[remote]"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

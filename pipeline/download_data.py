@@ -1,8 +1,11 @@
 """Stage ``download_data``: materialise the dataset as ``data/raw/<class>/<image>``.
 
-Reads ``seed`` and ``data.source``, ``data.path``, ``data.sample``, ``data.kaggle``.
-Writes ``data/raw/`` (atomically: a failed run leaves the previous output untouched) and the
-provenance record ``reports/data_source.json``.
+Reads ``seed`` and ``data.source``, ``data.path``, ``data.sample``, ``data.kaggle``,
+``data.min_image_side``, ``data.max_image_pixels``. Every image is checked once
+(:mod:`pipeline.validation`): unusable files are skipped and listed, odd formats normalised.
+Writes ``data/raw/`` (atomically: a failed run leaves the previous output untouched), the
+provenance record ``reports/data_source.json`` and ``reports/data_validation.json`` (per-class
+counts, size statistics, skipped and converted files with the reason).
 
 Usage: ``python -m pipeline.download_data [--params params.yaml] [--out data/raw]``
 """
@@ -15,6 +18,7 @@ from pathlib import Path
 from pipeline.params import load_params
 from pipeline.sources import get_data_source
 from pipeline.utils import PipelineError, atomic_dir, log, run_stage, write_json
+from pipeline.validation import validate_images
 
 MIN_CLASSES = 2
 
@@ -24,6 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", default="data/raw", type=Path)
     parser.add_argument("--info", default="reports/data_source.json", type=Path)
+    parser.add_argument("--validation", default="reports/data_validation.json", type=Path)
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
@@ -31,13 +36,25 @@ def main(argv: list[str] | None = None) -> None:
     log.info("data source: %s", source.name)
     with atomic_dir(args.out) as tmp:
         info = source.fetch(tmp)
-        counts = info["images"]
-        if len(counts) < MIN_CLASSES:
+        if len(info["images"]) < MIN_CLASSES:
             raise PipelineError(
-                f"the {source.name} source gave {len(counts)} class(es); at least "
+                f"the {source.name} source gave {len(info['images'])} class(es); at least "
                 f"{MIN_CLASSES} class folders of images are needed"
             )
-    write_json(args.info, info)
+        report = validate_images(
+            tmp, min_side=params.data.min_image_side, max_pixels=params.data.max_image_pixels
+        ).to_dict()
+        report["ignored"] = info.pop("ignored", [])
+        counts = info["images"] = report["per_class"]
+        write_json(args.validation, report)
+        write_json(args.info, info)
+    if report["skipped"] or report["ignored"]:
+        log.warning(
+            "skipped %d unusable file(s) and ignored %d non-image entr(ies): see %s",
+            report["skipped"],
+            len(report["ignored"]),
+            args.validation,
+        )
     log.info("wrote %d images in %d classes to %s", sum(counts.values()), len(counts), args.out)
 
 

@@ -1,12 +1,16 @@
 """Stage ``evaluate``: test-set metrics of the transfer-only and the fine-tuned model.
 
-Reads no params (everything it needs is in the models and the split). Writes
+Reads ``diagnosis.*`` and, for the current values that the fit diagnosis's remedies cite, the
+training params (the models and the split hold everything else). Writes
 ``reports/metrics.json`` (accuracy, loss, macro F1 and per-class precision/recall/F1 of each
-model), ``reports/predictions.csv`` (one row per test image), the confusion plot data
+model; ``diagnosis.<phase>``: the fit verdict and its numeric evidence), ``reports/diagnosis.md``
+(the verdicts with evidence and remedies, one paragraph per phase), ``reports/predictions.csv``
+(one row per test image), the confusion plot data
 ``reports/plots/confusion_{transfer,finetune}.csv`` (``actual``, ``predicted``; DVC's
-``confusion`` template) and the figures ``reports/figures/{learning_curves,confusion_matrix}.png``.
+``confusion`` template) and the figures ``reports/figures/{learning_curves,confusion_matrix}.png``
+(the learning curves mark each phase's best epoch and shade the epochs its verdict points at).
 
-Usage: ``python -m pipeline.evaluate``
+Usage: ``python -m pipeline.evaluate [--params params.yaml]``
 """
 
 from __future__ import annotations
@@ -16,7 +20,18 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.utils import PipelineError, log, read_csv, run_stage, write_csv, write_json
+from pipeline import diagnosis
+from pipeline.params import load_params
+from pipeline.utils import (
+    PipelineError,
+    atomic_file,
+    log,
+    read_csv,
+    read_json,
+    run_stage,
+    write_csv,
+    write_json,
+)
 
 PHASES = ("transfer", "finetune")
 
@@ -65,11 +80,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Evaluate both models on the test split.")
     parser.add_argument("--models", default="models", type=Path)
     parser.add_argument("--reports", default="reports", type=Path)
+    parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
+    params = load_params(args.params)
     reports = args.reports
     for phase in PHASES:
-        if not (args.models / phase / "model.keras").is_file():
-            raise PipelineError(f"{args.models / phase}/model.keras not found: run `dvc repro`")
+        for name in ("model.keras", "state.json"):
+            if not (args.models / phase / name).is_file():
+                raise PipelineError(f"{args.models / phase}/{name} not found: run `dvc repro`")
 
     from pipeline import plots
     from pipeline.data import load_split, make_dataset
@@ -122,11 +140,32 @@ def main(argv: list[str] | None = None) -> None:
             for i, (p, y) in enumerate(zip(test.paths, y_true, strict=True))
         ],
     )
+    histories = {ph: read_csv(reports / "history" / f"{ph}.csv") for ph in PHASES}
+    baseline = diagnosis.majority_baseline(load_split("train").labels)
+    diagnoses = [
+        diagnosis.diagnose_phase(
+            histories[ph],
+            phase=ph,
+            stopped_early=bool(read_json(args.models / ph / "state.json")["stopped_early"]),
+            baseline=baseline,
+            params=params,
+            test_accuracy=metrics[ph]["accuracy"],
+        )
+        for ph in PHASES
+    ]
+    metrics["diagnosis"] = {d.phase: d.to_metrics() for d in diagnoses}
+    for d in diagnoses:
+        log.info("%s: fit diagnosis: %s", d.phase, d.verdict)
     write_json(reports / "metrics.json", metrics)
-    history = read_csv(reports / "history" / "transfer.csv") + read_csv(
-        reports / "history" / "finetune.csv"
+    with atomic_file(reports / "diagnosis.md") as fh:
+        fh.write(diagnosis.render_markdown(diagnoses, params))
+    best_epochs, shaded = diagnosis.plot_marks(diagnoses)
+    plots.learning_curves(
+        [row for ph in PHASES for row in histories[ph]],
+        reports / "figures" / "learning_curves.png",
+        best_epochs=best_epochs,
+        shaded=shaded,
     )
-    plots.learning_curves(history, reports / "figures" / "learning_curves.png")
     plots.confusion_matrices(
         {"transfer only": matrices["transfer"], "fine-tuned": matrices["finetune"]},
         test.classes,

@@ -5,8 +5,10 @@ makes the last ``finetune.unfreeze_layers`` layers of the base trainable (BatchN
 frozen and in inference mode), recompiles with ``finetune.learning_rate`` and continues the epoch
 count where transfer learning stopped. Writes ``models/finetune/`` (``model.keras``,
 ``best.weights.h5``, ``state.json``), ``reports/history/finetune.csv``,
-``reports/model_summary.txt`` (``summary(show_trainable=True)``) and TensorBoard logs in
-``logs/finetune``.
+``reports/model_summary.txt`` (``summary(show_trainable=True)``) and ``logs/tensorboard/``: the
+transfer stage's TensorBoard logs (``logs/transfer``) with this phase's events added to the same
+``train/`` and ``validation/`` runs, so that ``tensorboard --logdir logs/tensorboard`` shows both
+phases as one continuous curve (epochs and optimizer steps both continue).
 
 Usage: ``python -m pipeline.finetune [--params params.yaml]``
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import shutil
 from pathlib import Path
 
 from pipeline.params import load_params
@@ -37,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="models/finetune", type=Path)
     parser.add_argument("--history", default="reports/history/finetune.csv", type=Path)
     parser.add_argument("--summary", default="reports/model_summary.txt", type=Path)
-    parser.add_argument("--logs", default="logs/finetune", type=Path)
+    parser.add_argument("--transfer-logs", default="logs/transfer", type=Path)
+    parser.add_argument("--logs", default="logs/tensorboard", type=Path)
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
@@ -68,8 +72,13 @@ def main(argv: list[str] | None = None) -> None:
         sum(int(w.numpy().size) for w in model.trainable_weights),
     )
     _, train_ds, val_ds = load_train_val(size, cfg.batch_size, params.seed)
-    start = int(read_json(state_file)["last_epoch"])
+    state = read_json(state_file)
+    start = int(state["last_epoch"])
     with atomic_dir(args.out) as tmp, atomic_dir(args.logs) as tb:
+        if args.transfer_logs.is_dir():  # one run: transfer events, then this phase's
+            shutil.copytree(args.transfer_logs, tb, dirs_exist_ok=True)
+        else:
+            log.warning("%s not found: TensorBoard shows fine-tuning only", args.transfer_logs)
         rows, result = fit_phase(
             model,
             train_ds,
@@ -80,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
             patience=cfg.patience,
             work_dir=tmp,
             log_dir=tb,
+            step_offset=int(state.get("optimizer_steps", 0)),
         )
         model.save(tmp / "model.keras")
         write_json(tmp / "state.json", result.to_dict())

@@ -171,3 +171,19 @@ def compile_model(model: keras.Model, learning_rate: float) -> None:
 def load_model(path: str | Path) -> keras.Model:
     """Load a saved classifier in Keras safe mode."""
     return keras.saving.load_model(path, safe_mode=True)
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """The classifier without its augmentation layer, sharing ``model``'s layers and weights.
+
+    Augmentation is inactive at inference, but its random ops stay in a traced graph (and TFLite
+    has no built-in kernels for them). The returned model maps the same ``(batch, size, size, 3)``
+    ``[0, 255]`` pixels to the same ``(batch, n_classes)`` probabilities.
+    """
+    inputs = keras.Input(shape=model.input_shape[1:], name="image")
+    x = inputs
+    for layer in model.layers:
+        if isinstance(layer, layers.InputLayer) or layer.name == "augmentation":
+            continue
+        x = layer(x, training=False) if layer.name == BASE_NAME else layer(x)
+    return keras.Model(inputs, x, name=f"{model.name}_inference")

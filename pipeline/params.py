@@ -54,9 +54,9 @@ class _Section(BaseModel):
 class SampleDataParams(_Section):
     """The generated offline dataset (``data.source: sample``)."""
 
-    images_per_class: int = Field(150, ge=10, le=20_000)
+    images_per_class: int = Field(250, ge=10, le=20_000)
     min_side: int = Field(120, ge=32, le=2048, description="shortest short side, pixels")
-    max_side: int = Field(360, ge=32, le=4096, description="longest short side, pixels")
+    max_side: int = Field(320, ge=32, le=4096, description="longest short side, pixels")
 
     @model_validator(mode="after")
     def _sides(self) -> SampleDataParams:
@@ -77,6 +77,15 @@ class DataParams(_Section):
     source: Literal["sample", "local", "kaggle"] = "sample"
     path: str = Field("", description="local: folder that holds one sub-folder per class")
     image_size: int = Field(96, ge=32, le=1024, description="square input side, pixels")
+    min_image_side: int = Field(
+        16, ge=1, le=4096, description="images with a shorter side are skipped, pixels"
+    )
+    max_image_pixels: int = Field(
+        50_000_000,
+        ge=1024,
+        le=1_000_000_000,
+        description="images with more pixels are refused (decompression bombs)",
+    )
     sample: SampleDataParams = SampleDataParams()
     kaggle: KaggleDataParams = KaggleDataParams()
 
@@ -94,6 +103,12 @@ class SplitParams(_Section):
     train: float = Field(0.7, gt=0, lt=1)
     val: float = Field(0.2, gt=0, lt=1)
     test: float = Field(0.1, gt=0, lt=1)
+    group_near_duplicates: bool = Field(
+        True, description="keep near-duplicate images (e.g. nearby video frames) in one split"
+    )
+    near_duplicate_distance: int = Field(
+        4, ge=0, le=32, description="max differing bits of two 64-bit perceptual hashes"
+    )
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> SplitParams:
@@ -148,7 +163,7 @@ class PretrainParams(_Section):
     """Pretraining of the base on a generated source task (``model.weights: sample``)."""
 
     image_size: int = Field(96, ge=32, le=512)
-    images: int = Field(2400, ge=64, le=200_000)
+    images: int = Field(4800, ge=64, le=200_000)
     epochs: int = Field(4, ge=1, le=500)
     batch_size: int = Field(32, ge=1, le=4096)
     learning_rate: float = Field(0.002, gt=0, le=1)
@@ -166,15 +181,77 @@ class AugmentationParams(_Section):
 
 
 class PhaseParams(_Section):
-    epochs: int = Field(10, ge=1, le=10_000)
-    batch_size: int = Field(32, ge=1, le=4096)
-    learning_rate: float = Field(0.001, gt=0, le=1)
-    patience: int = Field(3, ge=1, le=10_000, description="EarlyStopping patience, epochs")
+    """One training phase (Adam, EarlyStopping on val loss)."""
+
+    epochs: int = Field(20, ge=1, le=10_000)
+    batch_size: int = Field(16, ge=1, le=4096)
+    learning_rate: float = Field(0.01, gt=0, le=1)
+    patience: int = Field(5, ge=1, le=10_000, description="EarlyStopping patience, epochs")
 
 
 class FinetuneParams(PhaseParams):
-    learning_rate: float = Field(1e-5, gt=0, le=1)
-    unfreeze_layers: int = Field(30, ge=1, description="last layers of the base to unfreeze")
+    epochs: int = Field(30, ge=1, le=10_000)
+    learning_rate: float = Field(1e-4, gt=0, le=1)
+    unfreeze_layers: int = Field(80, ge=1, description="last layers of the base to unfreeze")
+
+
+class DiagnosisParams(_Section):
+    """Thresholds of the fit diagnosis (``evaluate``) read from each phase's learning curves.
+
+    Gaps and skill are accuracy fractions; rises, changes and drops are fractions of a loss.
+    """
+
+    min_epochs: int = Field(
+        4, ge=2, le=10_000, description="a phase with fewer epochs is inconclusive"
+    )
+    window: int = Field(
+        3, ge=1, le=100, description="last epochs averaged for the end-of-phase values"
+    )
+    max_gap: float = Field(
+        0.15, gt=0, le=1, description="train - val accuracy above this: overfitting"
+    )
+    max_val_loss_rise: float = Field(
+        0.15,
+        gt=0,
+        le=10,
+        description="val loss rise after its best epoch (fraction of the best) above this, "
+        "while train loss falls: overfitting",
+    )
+    min_skill: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="(accuracy - majority baseline) / (1 - baseline) of the better of train and "
+        "val accuracy below this: underfitting",
+    )
+    min_improvement: float = Field(
+        0.02,
+        gt=0,
+        le=1,
+        description="val loss drop over the last `window` epochs (fraction) above this, without "
+        "early stopping: still improving, underfitting",
+    )
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> DiagnosisParams:
+        if self.window >= self.min_epochs:
+            raise ValueError(
+                f"diagnosis.window ({self.window}) must be smaller than diagnosis.min_epochs "
+                f"({self.min_epochs})"
+            )
+        return self
+
+
+class ExportParams(_Section):
+    """The ``export`` stage: SavedModel and TFLite copies of the fine-tuned model."""
+
+    tolerance: float = Field(
+        1e-4,
+        gt=0,
+        le=0.5,
+        description="largest allowed |probability difference| of an exported model from the "
+        "Keras model on any test image",
+    )
 
 
 class Params(_Section):
@@ -188,6 +265,8 @@ class Params(_Section):
     augmentation: AugmentationParams = AugmentationParams()
     transfer: PhaseParams = PhaseParams()
     finetune: FinetuneParams = FinetuneParams()
+    diagnosis: DiagnosisParams = DiagnosisParams()
+    export: ExportParams = ExportParams()
 
     @model_validator(mode="after")
     def _unfreeze_fits(self) -> Params:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -22,11 +22,19 @@ def _save(fig: plt.Figure, path: str | Path) -> None:
     plt.close(fig)
 
 
-def learning_curves(history: Sequence[dict], path: str | Path) -> None:
+def learning_curves(
+    history: Sequence[dict],
+    path: str | Path,
+    *,
+    best_epochs: Mapping[str, int] | None = None,
+    shaded: Mapping[str, tuple[int, int, str]] | None = None,
+) -> None:
     """Loss and accuracy, train (solid) and val (dashed), both phases on one epoch axis.
 
     ``history`` rows hold ``epoch``, ``phase``, ``loss``, ``accuracy``, ``val_loss`` and
-    ``val_accuracy``. A vertical line marks where fine-tuning starts.
+    ``val_accuracy``. A vertical line marks where fine-tuning starts. ``best_epochs`` (phase to
+    epoch) puts a star on that epoch's val curves; ``shaded`` (phase to ``(first epoch, last
+    epoch, label)``, inclusive) shades that range of epochs, e.g. the one a fit verdict points at.
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     phases = list(dict.fromkeys(r["phase"] for r in history))
@@ -51,6 +59,22 @@ def learning_curves(history: Sequence[dict], path: str | Path) -> None:
                 color=color,
                 label=f"{phase} val",
             )
+            best = (best_epochs or {}).get(phase)
+            if best in ep:
+                ax.plot(
+                    best,
+                    float(rows[ep.index(best)][f"val_{metric}"]),
+                    "*",
+                    ms=13,
+                    color=color,
+                    mec="black",
+                    mew=0.6,
+                    zorder=5,
+                    label=f"{phase} best epoch",
+                )
+            if phase in (shaded or {}):
+                first, last, label = shaded[phase]
+                ax.axvspan(first - 0.5, last + 0.5, color=color, alpha=0.12, lw=0, label=label)
         if "finetune" in phases:
             start = min(int(r["epoch"]) for r in history if r["phase"] == "finetune")
             ax.axvline(start - 0.5, color="gray", lw=1, ls=":")
@@ -101,5 +125,40 @@ def confusion_matrices(
                     fontsize=9,
                     color="white" if cm[i, j] > high else "black",
                 )
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def misclassified_gallery(
+    items: Sequence[dict], path: str | Path, *, total: int | None = None, columns: int = 6
+) -> None:
+    """A grid of misclassified images, each titled with true and predicted class and confidence.
+
+    ``items`` rows hold ``image`` (a ``(height, width, 3)`` uint8 array), ``actual``,
+    ``predicted`` and ``confidence`` (the predicted class's probability, 0..1). ``total`` is
+    the number of misclassified images when ``items`` shows only some of them.
+    """
+    n = len(items)
+    total = n if total is None else total
+    cols = max(1, min(columns, n))
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.6 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, item in zip(axes.flat, items, strict=False):
+        ax.imshow(item["image"])
+        ax.set_title(
+            f"true: {item['actual']}\npred: {item['predicted']} ({item['confidence']:.0%})",
+            fontsize=8,
+            color="tab:red",
+        )
+    if n == 0:
+        axes[0, 0].text(0.5, 0.5, "no misclassified test images", ha="center", va="center")
+        title = "Misclassified test images: none"
+    elif n < total:
+        title = f"Misclassified test images: the {n} most confident of {total}"
+    else:
+        title = f"Misclassified test images ({total})"
+    fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)

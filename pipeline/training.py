@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 
 from pipeline.data import Split, load_split, make_dataset
+from pipeline.live import LIVE_DIR, LiveMetrics
 from pipeline.utils import log, write_csv
 
 HISTORY_COLUMNS = (
@@ -37,6 +38,7 @@ class PhaseResult:
     best_epoch: int
     best_val_loss: float
     stopped_early: bool
+    optimizer_steps: int = 0  # optimizer steps of this and all earlier phases (TensorBoard axis)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,6 +59,31 @@ def load_train_val(
     return train, train_ds, val_ds
 
 
+def _steps(model: keras.Model) -> int:
+    """Optimizer steps taken by ``model``'s current optimizer."""
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
+class PhaseTensorBoard(keras.callbacks.TensorBoard):
+    """TensorBoard callback whose optimizer-step axis continues after ``step_offset`` steps.
+
+    Epoch charts (``epoch_*``) are already on the global epoch axis through ``initial_epoch``;
+    the ``evaluation_*_vs_iterations`` charts count optimizer steps, which restart at 0 when a
+    phase compiles a new optimizer, so they are shifted by the earlier phases' steps.
+    """
+
+    def __init__(self, log_dir: str, *, step_offset: int = 0, **kwargs: object) -> None:
+        super().__init__(log_dir=log_dir, **kwargs)
+        self.step_offset = step_offset
+
+    def on_test_end(self, logs: dict | None = None) -> None:
+        with self._val_writer.as_default():
+            step = self.step_offset + _steps(self.model)
+            for name, value in (logs or {}).items():
+                self.summary.scalar(f"evaluation_{name}_vs_iterations", value, step=step)
+        self._pop_writer()
+
+
 def fit_phase(
     model: keras.Model,
     train_ds: object,
@@ -68,24 +95,29 @@ def fit_phase(
     patience: int,
     work_dir: Path,
     log_dir: Path,
+    step_offset: int = 0,
 ) -> tuple[list[list], PhaseResult]:
     """Train ``model`` for up to ``epochs`` epochs after ``initial_epoch``; return history rows.
 
     ``work_dir`` receives ``best.weights.h5`` (ModelCheckpoint); ``log_dir`` the TensorBoard
-    logs. On return the model holds the weights of the best epoch.
+    logs, whose optimizer-step axis starts after ``step_offset`` earlier steps. On return the
+    model holds the weights of the best epoch.
     """
     early = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=patience, restore_best_weights=True, verbose=1
     )
     callbacks = [
         early,
+        LiveMetrics(LIVE_DIR / f"{phase}.json", max_epoch=initial_epoch + epochs),
         keras.callbacks.ModelCheckpoint(
             work_dir / "best.weights.h5",
             monitor="val_loss",
             save_best_only=True,
             save_weights_only=True,
         ),
-        keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=0, write_graph=False),
+        PhaseTensorBoard(
+            str(log_dir), step_offset=step_offset, histogram_freq=0, write_graph=False
+        ),
     ]
     total = initial_epoch + epochs
     log.info("%s: epochs %d..%d", phase, initial_epoch + 1, total)
@@ -120,6 +152,7 @@ def fit_phase(
         best_epoch=initial_epoch + best_i + 1,
         best_val_loss=round(float(h["val_loss"][best_i]), 6),
         stopped_early=n < epochs,
+        optimizer_steps=step_offset + _steps(model),
     )
     log.info(
         "%s: ran epochs %d..%d, best epoch %d (val_loss %.4f)%s",

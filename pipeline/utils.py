@@ -9,6 +9,7 @@ import logging
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +31,17 @@ def setup_logging() -> None:
     )
 
 
+def _remove_leftovers(target: Path) -> None:
+    """Remove temporaries of ``target`` left by a run that was killed (SIGKILL, power loss)."""
+    name = target.name
+    for pattern in (f".{name}.tmp-*", f".tmp-*-{name}", f".{name}.old-*"):
+        for stale in target.parent.glob(pattern):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; on success replace ``target`` with it.
@@ -39,7 +51,9 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; outputs are ordinary folders
     try:
         yield tmp
         if target.exists():
@@ -59,6 +73,7 @@ def atomic_file(target: str | Path, mode: str = "w") -> Iterator[Any]:
     """Open a temporary file beside ``target`` and move it into place when the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
@@ -78,6 +93,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(target)
     tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")
     try:
         yield tmp
@@ -126,16 +142,32 @@ def seed_everything(seed: int) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+class Terminated(BaseException):
+    """Raised in the main thread when the process receives SIGTERM."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's ``main`` and turn expected failures into a one-line message and exit 1."""
+    """Run a stage's ``main`` and turn expected failures into a one-line message and exit 1.
+
+    SIGINT and SIGTERM unwind the stage like an error, so the temporary outputs are removed and
+    the previous outputs stay; exit status 130 / 143 as a shell reports them.
+    """
     from pipeline.params import ParamsError
 
     setup_logging()
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         main()
     except (PipelineError, ParamsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        print("interrupted: no output was written", file=sys.stderr)
+        print("interrupted: the previous outputs are unchanged", file=sys.stderr)
         sys.exit(130)
+    except Terminated:
+        print("terminated: the previous outputs are unchanged", file=sys.stderr)
+        sys.exit(143)

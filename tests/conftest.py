@@ -32,10 +32,17 @@ def tiny_params_dict(**overrides: object) -> dict:
     tiny = {
         "seed": 7,
         "data": {
+            # offline sources, whatever params.yaml holds (a retraining run commits kaggle)
+            "source": "sample",
             "image_size": 32,
             "sample": {"images_per_class": 12, "min_side": 40, "max_side": 72},
         },
-        "model": {"dense_units": 16},
+        "model": {
+            "architecture": "mobilenet_v2",
+            "alpha": 0.35,
+            "weights": "sample",
+            "dense_units": 16,
+        },
         "pretrain": {"image_size": 32, "images": 64, "epochs": 1, "batch_size": 16},
         "transfer": {"epochs": 2, "batch_size": 8, "learning_rate": 0.001, "patience": 2},
         "finetune": {
@@ -67,3 +74,18 @@ def sample_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out.mkdir()
     SampleSource(parse_params(tiny_params_dict())).fetch(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def trained_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny ``dvc repro`` of the whole pipeline in a temporary repo, run once per session.
+
+    Every stage of dvc.yaml has run, in the file's order. Tests that use it only read its
+    outputs, or leave them as they found them (same params, same metrics).
+    """
+    from tests.e2e import make_repo, run, stages_run
+
+    path = make_repo(tmp_path_factory.mktemp("trained") / "repo", tiny_params_dict())
+    out = run(["dvc", "repro"], path).stdout
+    assert stages_run(out) == list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+    return path

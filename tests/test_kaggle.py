@@ -410,6 +410,7 @@ def _merged(base: dict, top: dict) -> dict:
 @pytest.mark.slow
 def test_dvc_repro_with_kaggle_data_and_weights(tmp_path, weights_files):
     from tests.e2e import make_repo, run, stages_run, venv_env
+    from tests.test_pipeline_e2e import ALL_STAGES
 
     server = KaggleTestServer(token=TOKEN, username=USERNAME, key=KEY, require_auth=True)
     server.add_dataset(DATASET_REF, 1, tom_and_jerry_files())
@@ -438,7 +439,7 @@ def test_dvc_repro_with_kaggle_data_and_weights(tmp_path, weights_files):
 
         done = run(["dvc", "repro"], repo, env=env, timeout=600)
         ran = stages_run(done.stdout)
-        assert ran[:2] == ["download_data", "download_weights"] and ran[-1] == "evaluate"
+        assert ran == ALL_STAGES
         raw = repo / "data" / "raw"
         assert sorted(p.name for p in raw.iterdir()) == sorted(SCENE_CLASSES)
         assert all(len(list((raw / c).iterdir())) == IMAGES_PER_CLASS for c in SCENE_CLASSES)
@@ -458,3 +459,20 @@ def test_dvc_repro_with_kaggle_data_and_weights(tmp_path, weights_files):
         assert not find_secrets(repo, tmp_path / "client")
     finally:
         server.stop()
+
+
+def test_archive_members_cannot_escape_the_cache(kaggle_env: KaggleClient, tmp_path):
+    """A crafted archive (``../`` and absolute member names) is extracted inside the cache only."""
+    files = dict(tom_and_jerry_files())
+    files["../../escaped.txt"] = b"outside"
+    files["/tmp/absolute_escape.txt"] = b"outside"
+    kaggle_env.server.add_dataset(DATASET_REF, 3, files)
+    before = set(tmp_path.parent.rglob("escaped.txt"))
+    _, info = _fetch(tmp_path, handle=f"{DATASET_REF}/versions/3")
+    assert info["images"] == dict.fromkeys(SCENE_CLASSES, IMAGES_PER_CLASS)
+    cache_root = kaggle_env.cache.resolve()
+    for found in set(tmp_path.parent.rglob("escaped.txt")) - before:
+        assert found.resolve().is_relative_to(cache_root), found
+    assert not Path("/tmp/absolute_escape.txt").exists()
+    escaped = list(cache_root.rglob("escaped.txt")) + list(cache_root.rglob("absolute_escape.txt"))
+    assert len(escaped) == 2  # kept, harmlessly, inside the download folder

@@ -2,15 +2,33 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.params import BASE_LAYER_COUNTS, Params, ParamsError, load_params, main, parse_params
+from pipeline.params import (
+    BASE_LAYER_COUNTS,
+    Params,
+    ParamsError,
+    load_params,
+    main,
+    parse_params,
+    read_yaml,
+)
 from tests.conftest import ROOT
 
 
 def test_defaults_and_repo_params_are_valid():
     assert parse_params({}) == Params()
-    p = load_params(ROOT / "params.yaml")
-    assert p.data.source == "sample"
-    assert p.finetune.learning_rate == pytest.approx(p.transfer.learning_rate / 100)
+    defaults = Params()
+    assert defaults.data.source == "sample" and defaults.model.weights == "sample"
+    assert defaults.finetune.learning_rate == pytest.approx(defaults.transfer.learning_rate / 100)
+    repo = load_params(ROOT / "params.yaml")
+    # params.yaml spells out every key (DVC needs each key a stage lists) ...
+    raw = read_yaml(ROOT / "params.yaml")
+    for section, value in defaults.model_dump().items():
+        assert section in raw
+        if isinstance(value, dict):
+            assert set(raw[section]) == set(value), section
+    # ... and, apart from the data and weights sources, holds the documented defaults.
+    for section in ("split", "pretrain", "augmentation", "transfer", "finetune", "diagnosis"):
+        assert getattr(repo, section) == getattr(defaults, section), section
 
 
 @pytest.mark.parametrize(

@@ -11,19 +11,30 @@ import yaml
 from PIL import Image
 
 from pipeline.synthetic import SCENE_CLASSES
-from tests.conftest import tiny_params_dict
+from tests.conftest import ROOT, tiny_params_dict
 from tests.e2e import make_repo, run, stages_run
 
 pytestmark = pytest.mark.slow
-ALL_STAGES = ["download_data", "download_weights", "split", "transfer", "finetune", "evaluate"]
+ALL_STAGES = [
+    "download_data",
+    "download_weights",
+    "split",
+    "transfer",
+    "finetune",
+    "evaluate",
+    "export",
+    "model_card",
+]
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = make_repo(tmp_path_factory.mktemp("e2e") / "repo", tiny_params_dict())
-    out = run(["dvc", "repro"], path).stdout
-    assert stages_run(out) == ALL_STAGES
-    return path
+def repo(trained_repo: Path) -> Path:
+    """The session's tiny run (all stages); tests here restore its params when they change them."""
+    return trained_repo
+
+
+def test_stage_order():
+    assert list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]) == ALL_STAGES
 
 
 def test_outputs(repo: Path):
@@ -51,9 +62,27 @@ def test_outputs(repo: Path):
     assert int(hist_f[1].split(",")[0]) == last_transfer + 1  # one epoch axis
     summary = (repo / "reports/model_summary.txt").read_text()
     assert "Trainable" in summary and "block_16_project" in summary
-    assert (repo / "logs/transfer").is_dir() and (repo / "logs/finetune").is_dir()
+    assert (repo / "logs/transfer").is_dir() and (repo / "logs/tensorboard").is_dir()
     info = json.loads((repo / "reports/weights_source.json").read_text())
     assert info["source"] == "sample" and info["architecture"] == "mobilenet_v2"
+
+
+def test_tensorboard_shows_both_phases_as_one_run(repo: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    last = int((repo / "reports/history/finetune.csv").read_text().splitlines()[-1].split(",")[0])
+    steps = {}
+    for run_dir in ("train", "validation"):
+        events = EventAccumulator(str(repo / "logs/tensorboard" / run_dir), {"tensors": 0})
+        events.Reload()
+        for tag in events.Tags()["tensors"]:
+            steps[run_dir, tag] = [e.step for e in events.Tensors(tag)]
+    for run_dir in ("train", "validation"):  # Keras counts epochs from 0
+        assert steps[run_dir, "epoch_loss"] == list(range(last))
+        assert steps[run_dir, "epoch_accuracy"] == list(range(last))
+    optimizer_steps = steps["validation", "evaluation_loss_vs_iterations"]
+    assert len(optimizer_steps) == last
+    assert sorted(set(optimizer_steps)) == optimizer_steps  # strictly increasing
 
 
 def test_models_load_in_safe_mode_and_reproduce_predictions(repo: Path):
@@ -75,13 +104,13 @@ def test_up_to_date_after_repro(repo: Path):
     assert stages_run(out) == []
 
 
-def test_finetune_param_reruns_only_finetune_and_evaluate(repo: Path):
+def test_finetune_param_reruns_only_finetune_and_what_follows(repo: Path):
     before = json.loads((repo / "reports/metrics.json").read_text())
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["finetune"]["learning_rate"] = 1.0e-4
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run(["dvc", "repro"], repo).stdout
-    assert stages_run(out) == ["finetune", "evaluate"]
+    assert stages_run(out) == ["finetune", "evaluate", "export", "model_card"]
     after = json.loads((repo / "reports/metrics.json").read_text())
     assert after["transfer"] == before["transfer"]
     # The two data-only stages did not change either.

@@ -129,11 +129,13 @@ def test_download_stage_keeps_the_previous_output_on_failure(tmp_path: Path, mon
     previous = _jpeg(tmp_path / "data" / "raw" / "old" / "keep.jpg")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(PipelineError, match="no class folders"):
-        main(["--out", "data/raw", "--info", "data_source.json"])
+        main(["--out", "data/raw", "--info", "data_source.json", "--validation", "v.json"])
     assert previous.is_file()
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["raw"]
 
-    _jpeg(tmp_path / "photos" / "second" / "c.jpg")
-    main(["--out", "data/raw", "--info", "data_source.json"])
+    for name in ("c.jpg", "d.jpg", "e.jpg"):
+        _jpeg(tmp_path / "photos" / "second" / name)
+    _jpeg(tmp_path / "photos" / "only_class" / "f.jpg")
+    main(["--out", "data/raw", "--info", "data_source.json", "--validation", "v.json"])
     assert sorted(p.name for p in (tmp_path / "data/raw").iterdir()) == ["only_class", "second"]
     assert not previous.exists()

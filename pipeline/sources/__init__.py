@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from pipeline.params import Params
 from pipeline.utils import PipelineError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
 class DataSource(ABC):
@@ -54,14 +54,35 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def image_files(folder: Path) -> list[Path]:
-    """Image files below ``folder`` (recursively), sorted; hidden entries and symlinks skipped."""
+def image_files(folder: Path, ignored: list[dict[str, str]] | None = None) -> list[Path]:
+    """Image files below ``folder`` (recursively), sorted.
+
+    Hidden entries, symlinks (never followed: they could point outside the data folder) and
+    files without an image extension are left out; with ``ignored``, each is appended to it as
+    ``{"path", "reason"}``.
+    """
+
+    def skip(p: Path, reason: str) -> None:
+        if ignored is not None:
+            ignored.append({"path": p.relative_to(folder.parent).as_posix(), "reason": reason})
+
     found = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for d in sorted(dirnames):
+            if d.startswith(".") or (Path(dirpath) / d).is_symlink():
+                skip(Path(dirpath) / d, "hidden folder" if d.startswith(".") else "symlink")
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and not (Path(dirpath) / d).is_symlink()
+        )
         for name in sorted(filenames):
             p = Path(dirpath) / name
-            if _is_image(p) and not p.is_symlink() and p.is_file():
+            if name.startswith("."):
+                skip(p, "hidden file")
+            elif p.is_symlink():
+                skip(p, "symlink (not followed)")
+            elif not _is_image(p):
+                skip(p, "not an image file name")
+            elif p.is_file():
                 found.append(p)
     return found
 
@@ -111,14 +132,17 @@ def find_class_root(root: str | Path, max_depth: int = 6) -> Path:
     )
 
 
-def copy_class_tree(class_root: Path, out: Path) -> dict[str, int]:
+def copy_class_tree(
+    class_root: Path, out: Path, ignored: list[dict[str, str]] | None = None
+) -> dict[str, int]:
     """Copy the images of each class folder of ``class_root`` into ``out/<class>/``.
 
-    Files in nested sub-folders of a class keep their relative path. Returns images per class.
+    Files in nested sub-folders of a class keep their relative path. Returns images per class;
+    entries left out (see :func:`image_files`) are appended to ``ignored`` when given.
     """
     counts: dict[str, int] = {}
     for cdir in _class_dirs(class_root):
-        files = image_files(cdir)
+        files = image_files(cdir, ignored)
         for src in files:
             dst = out / cdir.name / src.relative_to(cdir)
             dst.parent.mkdir(parents=True, exist_ok=True)

@@ -15,5 +15,11 @@ class LocalSource(DataSource):
 
     def fetch(self, out: Path) -> dict[str, Any]:
         class_root = find_class_root(Path(self.params.data.path).expanduser())
-        counts = copy_class_tree(class_root, out)
-        return {"source": "local", "path": str(class_root.resolve()), "images": counts}
+        ignored: list[dict[str, str]] = []
+        counts = copy_class_tree(class_root, out, ignored)
+        return {
+            "source": "local",
+            "path": str(class_root.resolve()),
+            "images": counts,
+            "ignored": ignored,
+        }

@@ -1,0 +1,375 @@
+"""Fit diagnosis: an underfitting / overfitting verdict for each phase from its learning curves.
+
+Pure Python and NumPy (no TensorFlow). The ``evaluate`` stage calls :func:`diagnose_phase` once
+per phase with the phase's history rows (``reports/history/<phase>.csv``), whether early stopping
+fired (``models/<phase>/state.json``), the majority-class baseline of the train split and the
+test accuracy; the thresholds are ``diagnosis.*`` in ``params.yaml``.
+
+End-of-phase values are means over the last ``diagnosis.window`` epochs. Train accuracy and loss
+are measured with augmentation and dropout active, so a well regularised model can sit below its
+val accuracy: no rule treats a negative train - val gap as a problem, and underfitting is judged on
+the better of train and val accuracy. The rules, first match wins:
+
+1. ``inconclusive``: fewer than ``min_epochs`` epochs, or a non-finite loss.
+2. ``overfitting``: train - val accuracy above ``max_gap``; or val loss, after its best epoch,
+   rose by more than ``max_val_loss_rise`` (a fraction of the best) while train loss fell.
+3. ``underfitting``: the better of train and val accuracy gets less than ``min_skill`` of the way
+   from the majority-class baseline to 1; or val loss was still falling (by more than
+   ``min_improvement`` over the last ``window`` epochs) when the phase ran out of epochs.
+4. ``good fit``: none of the above.
+
+The test accuracy is reported beside the verdict but does not decide it, so that it stays an
+untouched estimate of the kept (best-epoch) model.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.params import ALPHAS, BASE_LAYER_COUNTS, Params
+
+VERDICTS = ("underfitting", "overfitting", "good fit", "inconclusive")
+PHASE_TITLES = {"transfer": "Transfer learning", "finetune": "Fine-tuning"}
+AUGMENTATION_FACTORS = ("rotation", "zoom", "translation", "contrast", "brightness")
+
+Number = float | int | bool
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """The verdict on one phase.
+
+    ``evidence`` holds numbers only (accuracies and gaps as fractions of the images, loss changes
+    as fractions of a loss, epochs global and 1-based). ``reasons`` says in words what decided
+    the verdict, ``remedies`` what to change in ``params.yaml``. ``region`` is the inclusive
+    range of epochs the verdict points at, or ``None``.
+    """
+
+    phase: str
+    verdict: str
+    evidence: dict[str, Number]
+    reasons: tuple[str, ...]
+    remedies: tuple[str, ...]
+    region: tuple[int, int] | None = None
+
+    @property
+    def best_epoch(self) -> int | None:
+        """Epoch of the lowest val loss (the kept weights), or ``None`` without epochs."""
+        best = self.evidence.get("best_epoch")
+        return None if best is None else int(best)
+
+    def to_metrics(self) -> dict[str, str | Number]:
+        """``{"verdict": ..., <evidence>...}`` for ``reports/metrics.json``.
+
+        Leaves out ``window`` (a param) and ``first_epoch`` (the previous phase's end + 1).
+        """
+        skip = ("window", "first_epoch")
+        return {
+            "verdict": self.verdict,
+            **{k: v for k, v in self.evidence.items() if k not in skip},
+        }
+
+    def to_markdown(self) -> str:
+        """One paragraph: verdict, what decided it, the evidence and the remedies."""
+        ev = self.evidence
+        title = PHASE_TITLES.get(self.phase, self.phase)
+        span = f" (epochs {ev['first_epoch']}-{ev['last_epoch']})" if "first_epoch" in ev else ""
+        parts = [f"**{title}{span}: {self.verdict}.**"]
+        parts += [_sentence(r) for r in self.reasons]
+        if "train_accuracy" in ev:
+            w = min(int(ev["window"]), int(ev["epochs"]))
+            parts.append(
+                f"Over the last {w} epoch(s) train accuracy averaged "
+                f"{ev['train_accuracy']:.2f} and val accuracy {ev['val_accuracy']:.2f} "
+                f"(gap {ev['train_val_gap']:+.2f}); the better of the two is "
+                f"{ev['skill']:.0%} of the way from the majority-class baseline to 1."
+            )
+            best = f"Val loss was lowest at epoch {ev['best_epoch']} ({ev['best_val_loss']:.3f})"
+            if ev["epochs_after_best"]:
+                best += (
+                    f"; in the last {min(w, int(ev['epochs_after_best']))} epoch(s) after it, "
+                    "val loss averaged "
+                    f"{ev['val_loss_rise']:+.0%} and train loss {ev['train_loss_change']:+.0%} "
+                    "relative to that epoch"
+                )
+            parts.append(best + ".")
+        if ev["stopped_early"] and "epochs_after_best" in ev:
+            parts.append(
+                f"Early stopping fired at epoch {ev['last_epoch']}, "
+                f"{ev['epochs_after_best']} epochs after the best."
+            )
+        elif ev["stopped_early"]:
+            parts.append("Early stopping fired.")
+        elif ev.get("epochs"):
+            parts.append(f"Early stopping did not fire: the phase ran all {ev['epochs']} epochs.")
+        if "test_accuracy" in ev:
+            parts.append(
+                f"Test accuracy of the kept model: {ev['test_accuracy']:.2f} (majority-class "
+                f"baseline {ev['baseline_accuracy']:.2f})."
+            )
+        if self.remedies:
+            parts.append("Remedies: " + "; ".join(self.remedies) + ".")
+        elif self.verdict == "good fit":
+            parts.append("No change needed.")
+        return " ".join(parts)
+
+
+def _sentence(text: str) -> str:
+    return text[0].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+def majority_baseline(labels: Iterable[Hashable]) -> float:
+    """Accuracy of always predicting the most frequent label, in ``[0, 1]`` (0 without labels)."""
+    counts = Counter(labels)
+    total = sum(counts.values())
+    return max(counts.values()) / total if total else 0.0
+
+
+def _column(history: Sequence[Mapping[str, object]], key: str) -> np.ndarray:
+    return np.array([float(r[key]) for r in history], dtype=float)
+
+
+def _frac(change: float, ref: float) -> float:
+    """``change / ref`` for a positive reference such as a loss (0 when ``ref`` is 0)."""
+    return float(change / ref) if ref > 0 else 0.0
+
+
+def diagnose_phase(
+    history: Sequence[Mapping[str, object]],
+    *,
+    phase: str,
+    stopped_early: bool,
+    baseline: float,
+    params: Params,
+    test_accuracy: float | None = None,
+) -> Diagnosis:
+    """Diagnose one phase from its per-epoch ``history``.
+
+    Parameters
+    ----------
+    history : rows of ``reports/history/<phase>.csv`` (``epoch``, ``loss``, ``accuracy``,
+        ``val_loss``, ``val_accuracy``; strings or numbers), one per epoch, in order.
+    phase : ``"transfer"`` or ``"finetune"``; names the params the remedies cite.
+    stopped_early : whether EarlyStopping ended the phase (``state.json``).
+    baseline : majority-class accuracy of the train split, in ``[0, 1]``.
+    params : the validated params; thresholds are ``params.diagnosis``.
+    test_accuracy : test accuracy of the phase's kept model, reported only.
+    """
+    t = params.diagnosis
+    n = len(history)
+    ev: dict[str, Number] = {
+        "epochs": n,
+        "stopped_early": bool(stopped_early),
+        "baseline_accuracy": round(float(baseline), 4),
+        "window": t.window,
+    }
+    if test_accuracy is not None:
+        ev["test_accuracy"] = round(float(test_accuracy), 4)
+    if n == 0:
+        reasons = ("no epochs were recorded",)
+        return Diagnosis(phase, "inconclusive", ev, reasons, _too_short(phase, ev, params))
+    epochs = [int(r["epoch"]) for r in history]
+    loss, acc = _column(history, "loss"), _column(history, "accuracy")
+    vloss, vacc = _column(history, "val_loss"), _column(history, "val_accuracy")
+    ev.update(first_epoch=epochs[0], last_epoch=epochs[-1])
+
+    bad = ~(np.isfinite(loss) & np.isfinite(vloss) & np.isfinite(acc) & np.isfinite(vacc))
+    if bad.any():
+        first_bad = epochs[int(np.argmax(bad))]
+        reasons = (f"the loss is not finite from epoch {first_bad} on: training diverged",)
+        cfg = getattr(params, phase)
+        remedies = (f"lower `{phase}.learning_rate` (now {cfg.learning_rate:g})",)
+        return Diagnosis(phase, "inconclusive", ev, reasons, remedies)
+
+    # The rules compare the rounded numbers that metrics.json reports.
+    w = min(t.window, n)
+    best = int(np.argmin(vloss))  # first minimum, as EarlyStopping and fit_phase pick it
+    tail = np.arange(max(best + 1, n - w), n)  # the last `window` epochs after the best
+    train_acc, val_acc = round(float(acc[-w:].mean()), 4), round(float(vacc[-w:].mean()), 4)
+    gap = round(train_acc - val_acc, 4)
+    rise = round(_frac(vloss[tail].mean() - vloss[best], vloss[best]), 4) if tail.size else 0.0
+    train_change = round(_frac(loss[tail].mean() - loss[best], loss[best]), 4) if tail.size else 0.0
+    before = float(vloss[: n - w].min()) if n > w else 0.0
+    drop = round(_frac(before - vloss[n - w :].min(), before), 4) if n > w else 0.0
+    better = max(train_acc, val_acc)
+    skill = round((better - baseline) / (1 - baseline), 4) if baseline < 1 else 0.0
+    ev.update(
+        best_epoch=epochs[best],
+        epochs_after_best=n - 1 - best,
+        best_val_loss=round(float(vloss[best]), 4),
+        train_accuracy=train_acc,
+        val_accuracy=val_acc,
+        train_val_gap=gap,
+        val_loss_rise=rise,
+        train_loss_change=train_change,
+        val_loss_recent_drop=drop,
+        skill=skill,
+    )
+
+    if n < t.min_epochs:
+        reasons = (
+            f"only {n} epoch(s), fewer than `diagnosis.min_epochs` = {t.min_epochs}: too few to "
+            "read a trend",
+        )
+        return Diagnosis(phase, "inconclusive", ev, reasons, _too_short(phase, ev, params))
+
+    over_gap = gap > t.max_gap
+    over_rise = rise > t.max_val_loss_rise and train_change < 0
+    if over_gap or over_rise:
+        reasons = []
+        if over_gap:
+            reasons.append(
+                f"train accuracy is {gap:.2f} above val accuracy at the end (`diagnosis.max_gap` "
+                f"= {t.max_gap:g})"
+            )
+        if over_rise:
+            reasons.append(
+                f"after epoch {epochs[best]} val loss rose {rise:.0%} above its best "
+                f"(`diagnosis.max_val_loss_rise` = {t.max_val_loss_rise:g}) while train loss "
+                f"fell {-train_change:.0%}"
+            )
+        end = epochs[-1]
+        region = (epochs[best], end) if best < n - 1 else (epochs[n - w], end)
+        remedies = _overfitting(phase, ev, params, too_long=over_rise and not stopped_early)
+        return Diagnosis(phase, "overfitting", ev, tuple(reasons), remedies, region)
+
+    low_skill = skill < t.min_skill
+    improving = not stopped_early and drop > t.min_improvement
+    if low_skill or improving:
+        reasons = []
+        if low_skill:
+            reasons.append(
+                f"the better of train and val accuracy ({better:.2f}) is only {skill:.0%} of the "
+                f"way from the majority-class baseline ({baseline:.2f}) to 1 "
+                f"(`diagnosis.min_skill` = {t.min_skill:g})"
+            )
+        if improving:
+            reasons.append(
+                f"val loss was still falling: {drop:.0%} lower in the last {w} epochs "
+                f"(`diagnosis.min_improvement` = {t.min_improvement:g}) and early stopping did "
+                "not fire"
+            )
+        region = (epochs[0], epochs[-1]) if low_skill else (epochs[n - w], epochs[-1])
+        remedies = _underfitting(phase, ev, params, low_skill=low_skill, improving=improving)
+        return Diagnosis(phase, "underfitting", ev, tuple(reasons), remedies, region)
+
+    reasons = (
+        "no sign of over- or underfitting: every number below is within its `diagnosis.*` "
+        "threshold",
+    )
+    return Diagnosis(phase, "good fit", ev, reasons, ())
+
+
+def _too_short(phase: str, ev: Mapping[str, Number], params: Params) -> tuple[str, ...]:
+    cfg = getattr(params, phase)
+    t = params.diagnosis
+    if ev["stopped_early"]:
+        first = (
+            f"raise `{phase}.patience` (now {cfg.patience}): early stopping ended the phase "
+            f"after {ev['epochs']} epochs"
+        )
+    else:
+        first = f"raise `{phase}.epochs` (now {cfg.epochs}) to at least {t.min_epochs}"
+    return (first, f"or lower `diagnosis.min_epochs` (now {t.min_epochs})")
+
+
+def _augmentation(params: Params, *, nonzero_only: bool) -> str:
+    aug = params.augmentation
+    return ", ".join(
+        f"`augmentation.{name}` (now {getattr(aug, name):g})"
+        for name in AUGMENTATION_FACTORS
+        if getattr(aug, name) > 0 or not nonzero_only
+    )
+
+
+def _underfitting(
+    phase: str, ev: Mapping[str, Number], params: Params, *, low_skill: bool, improving: bool
+) -> tuple[str, ...]:
+    cfg, m = getattr(params, phase), params.model
+    out = []
+    if improving:
+        out.append(f"raise `{phase}.epochs` (now {cfg.epochs}): val loss was still falling")
+    if not low_skill:
+        return tuple(out)
+    if phase == "finetune":
+        if params.finetune.unfreeze_layers < BASE_LAYER_COUNTS[m.architecture]:
+            out.append(
+                f"raise `finetune.unfreeze_layers` (now {params.finetune.unfreeze_layers}) to "
+                "adapt more of the base"
+            )
+        out.append(f"raise `finetune.learning_rate` (now {params.finetune.learning_rate:g})")
+    if m.dropout > 0:
+        out.append(f"lower `model.dropout` (now {m.dropout:g})")
+    lowered = _augmentation(params, nonzero_only=True)
+    if lowered:
+        out.append(f"lower augmentation: {lowered}")
+    if phase == "transfer":
+        out.append(f"raise `model.dense_units` (now {m.dense_units}) for a larger head")
+        if m.alpha < max(ALPHAS[m.architecture]):
+            out.append(f"raise `model.alpha` (now {m.alpha:g}) for a wider base")
+    out.append(f"raise `data.image_size` (now {params.data.image_size}) to keep more detail")
+    return tuple(out)
+
+
+def _overfitting(
+    phase: str, ev: Mapping[str, Number], params: Params, *, too_long: bool
+) -> tuple[str, ...]:
+    cfg, m = getattr(params, phase), params.model
+    out = []
+    if too_long:
+        out.append(
+            f"lower `{phase}.patience` (now {cfg.patience}) or `{phase}.epochs` (now "
+            f"{cfg.epochs}): the best epoch's weights are kept, the {ev['epochs_after_best']} "
+            "epochs after it only cost time"
+        )
+    if phase == "finetune":
+        out.append(f"lower `finetune.unfreeze_layers` (now {params.finetune.unfreeze_layers})")
+        out.append(f"lower `finetune.learning_rate` (now {params.finetune.learning_rate:g})")
+    else:
+        out.append(f"lower `model.dense_units` (now {m.dense_units}) for a smaller head")
+    out.append(f"raise `model.dropout` (now {m.dropout:g})")
+    more = "more augmentation: raise " + _augmentation(params, nonzero_only=False)
+    if not params.augmentation.flip:
+        more += " and set `augmentation.flip` to true"
+    out.append(more)
+    if params.data.source == "sample":
+        n = params.data.sample.images_per_class
+        out.append(f"more training images: raise `data.sample.images_per_class` (now {n})")
+    else:
+        out.append(
+            f"more training images: add to the dataset or raise `split.train` (now "
+            f"{params.split.train:g})"
+        )
+    return tuple(out)
+
+
+def render_markdown(diagnoses: Iterable[Diagnosis], params: Params) -> str:
+    """``reports/diagnosis.md``: one paragraph per phase, no heading (ready to include)."""
+    t = params.diagnosis
+    intro = (
+        "Fit diagnosis of each training phase from its learning curves (thresholds: "
+        f"`diagnosis.*` in params.yaml; gap > {t.max_gap:g} or val loss rise > "
+        f"{t.max_val_loss_rise:g} with falling train loss: overfitting; skill < "
+        f"{t.min_skill:g} or val loss still falling: underfitting)."
+    )
+    return "\n\n".join([intro, *(d.to_markdown() for d in diagnoses)]) + "\n"
+
+
+def plot_marks(
+    diagnoses: Iterable[Diagnosis],
+) -> tuple[dict[str, int], dict[str, tuple[int, int, str]]]:
+    """Arguments for :func:`pipeline.plots.learning_curves`: best epochs and shaded regions.
+
+    Returns ``({phase: best epoch}, {phase: (first epoch, last epoch, label)})``.
+    """
+    best, shaded = {}, {}
+    for d in diagnoses:
+        if d.best_epoch is not None:
+            best[d.phase] = d.best_epoch
+        if d.region is not None:
+            shaded[d.phase] = (*d.region, f"{d.phase}: {d.verdict}")
+    return best, shaded

@@ -1,0 +1,469 @@
+"""Stage ``model_card``: ``reports/model_card.md`` and the gallery of misclassified test images.
+
+Reads the params the card lists (``seed``, ``data``, ``split``, ``model``, ``pretrain``,
+``augmentation``, ``transfer``, ``finetune``, ``export``) and the pipeline's outputs:
+``reports/metrics.json``, ``reports/predictions.csv``, ``reports/history/*.csv``,
+``reports/data_source.json``, ``reports/weights_source.json``, ``reports/export.json`` and the
+manifests in ``data/split``; ``reports/diagnosis.md`` and ``reports/leakage.json`` are included
+when they exist (else the card says they are not available / not checked). Writes
+``reports/model_card.md`` and ``reports/misclassified.png`` (the fine-tuned model's misclassified
+test images, most confident first, from ``data/raw``).
+
+Usage: ``python -m pipeline.model_card [--params params.yaml]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pipeline.params import Params, load_params
+from pipeline.utils import PipelineError, atomic_file, log, read_csv, read_json, run_stage
+
+SPLITS = ("train", "val", "test")
+PHASES = {"transfer": "transfer only", "finetune": "fine-tuned"}
+ARCHITECTURE_NAMES = {
+    "mobilenet_v2": "MobileNetV2",
+    "mobilenet_v3_small": "MobileNetV3Small",
+    "mobilenet_v3_large": "MobileNetV3Large",
+    "efficientnet_b0": "EfficientNetB0",
+}
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _flat(prefix: str, value: Any) -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        return [kv for k, v in value.items() for kv in _flat(f"{prefix}.{k}", v)]
+    return [(prefix, value)]
+
+
+def relevant_params(params: Params) -> list[tuple[str, Any]]:
+    """``(key, value)`` of the params that shaped the model; settings of unused sources left out."""
+    p = params.model_dump()
+    m = params.model
+    skip = {
+        "data.sample": params.data.source != "sample",
+        "data.kaggle": params.data.source != "kaggle",
+        "data.path": params.data.source != "local",
+        "pretrain": m.weights != "sample",
+        "model.weights_path": m.weights != "file",
+        "model.kaggle_handle": m.weights != "kaggle",
+        "model.kaggle_file": m.weights != "kaggle",
+        "model.alpha": not ARCHITECTURE_NAMES.get(m.architecture, "").startswith("MobileNet"),
+    }
+    sections = (
+        "seed",
+        "data",
+        "split",
+        "model",
+        "pretrain",
+        "augmentation",
+        "transfer",
+        "finetune",
+        "export",
+    )
+    return [
+        (key, value)
+        for section in sections
+        if section in p
+        for key, value in _flat(section, p[section])
+        if not any(on and (key == s or key.startswith(f"{s}.")) for s, on in skip.items())
+    ]
+
+
+def class_counts(split_dir: Path) -> tuple[list[str], dict[str, Counter]]:
+    """Class names (output order) and ``{split: Counter(class -> images)}`` from the manifests."""
+    classes = read_json(split_dir / "classes.json")
+    return classes, {
+        s: Counter(r["label"] for r in read_csv(split_dir / f"{s}.csv")) for s in SPLITS
+    }
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (e.g. test accuracy) from ``n`` trials."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _provenance(info: dict, skip: tuple[str, ...] = ()) -> str:
+    rows = []
+    for key, value in info.items():
+        if key in skip:
+            continue
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+        rows.append(
+            f"- {key}: `{shown}`" if key in ("path", "handle", "file") else f"- {key}: {shown}"
+        )
+    return "\n".join(rows)
+
+
+def data_version(info: dict) -> str:
+    source = info.get("source")
+    if source == "sample":
+        return f"generated offline dataset, seed {info.get('seed')} (same seed, same bytes)"
+    if source == "kaggle":
+        return f"Kaggle dataset `{info.get('handle')}`, version {info.get('version')}"
+    if source == "local":
+        return f"snapshot of the local folder `{info.get('path')}`"
+    return str(source)
+
+
+def weights_version(info: dict) -> str:
+    source = info.get("source")
+    if source == "sample":
+        task = ", ".join(info.get("task", []))
+        return (
+            f"pretrained from scratch on a generated source task ({task}): "
+            f"{info.get('images')} images of {info.get('image_size')} px, {info.get('epochs')} "
+            f"epochs, source-task val accuracy {info.get('source_task_val_accuracy')}"
+        )
+    if source == "kaggle":
+        return (
+            f"Kaggle `{info.get('handle')}`, version {info.get('version')}, file "
+            f"`{info.get('file')}`"
+        )
+    if source == "file":
+        return f"weights file `{info.get('path')}`"
+    if source == "imagenet":
+        return "ImageNet weights downloaded by keras.applications"
+    return str(source)
+
+
+def _history_summary(rows: list[dict]) -> str:
+    if not rows:
+        return "no epochs recorded"
+    best = min(rows, key=lambda r: float(r["val_loss"]))
+    return (
+        f"epochs {rows[0]['epoch']}–{rows[-1]['epoch']}, best epoch {best['epoch']} "
+        f"(val loss {float(best['val_loss']):.4f}, val accuracy {float(best['val_accuracy']):.4f})"
+    )
+
+
+def _demote(markdown: str) -> str:
+    """Headings two levels down, so an included report nests under the card's sections."""
+    return "\n".join(
+        f"##{line}" if line.startswith("#") else line for line in markdown.strip().splitlines()
+    )
+
+
+def _intended_use(data_info: dict, classes: list[str]) -> str:
+    listed = ", ".join(f"`{c}`" for c in classes)
+    source = data_info.get("source")
+    if source == "sample":
+        what = (
+            "Demonstrating and testing the pipeline. The model was trained on a generated "
+            "dataset of drawn cartoon scenes: it is meant for such generated images only, not "
+            "for frames of the real cartoon or any other real images"
+        )
+    elif source == "kaggle":
+        what = (
+            f"Classifying cartoon frames like those of the Kaggle dataset "
+            f"`{data_info.get('handle')}`"
+        )
+    else:
+        what = "Classifying images like those of the training folder"
+    return f"{what}. Classes ({len(classes)}): {listed}."
+
+
+def _limits(params: Params, metrics: dict, classes: list[str], weights_info: dict) -> list[str]:
+    ft = metrics["finetune"]
+    n = int(metrics.get("test_images", 0))
+    low, high = wilson_interval(round(ft["accuracy"] * n), n)
+    weakest = min(classes, key=lambda c: ft["per_class"][c]["f1"])
+    size = params.data.image_size
+    limits = [
+        f"Closed set: every input gets one of the {len(classes)} classes, also an image that "
+        "shows none of them; there is no 'unknown' answer.",
+        "The confidence is the softmax probability of the predicted class. Its calibration "
+        "was not measured: a confidence of 0.8 need not mean right 4 times out of 5.",
+        f"The test split has {n} images: the fine-tuned accuracy {ft['accuracy']:.4f} has a "
+        f"95% confidence interval of about {low:.2f}–{high:.2f} (Wilson).",
+        f"Weakest class on the test split: `{weakest}` (F1 {ft['per_class'][weakest]['f1']:.4f}).",
+        f"Inputs are resized to {size}×{size} px without keeping the aspect ratio (bilinear, "
+        "antialiased); small details of large images are lost.",
+        "Performance on images from other sources (other cartoons, photos, other resolutions "
+        "or compressions) was not measured.",
+    ]
+    if weights_info.get("source") == "sample":
+        limits.append(
+            "The pretrained base comes from a small generated source task "
+            f"({weights_info.get('images')} images, {weights_info.get('epochs')} epochs), "
+            "not from ImageNet."
+        )
+    return limits
+
+
+def render_card(
+    params: Params,
+    metrics: dict,
+    data_info: dict,
+    weights_info: dict,
+    export: dict,
+    classes: list[str],
+    counts: dict[str, Counter],
+    history: dict[str, list[dict]],
+    *,
+    diagnosis: str | None = None,
+    leakage: dict | None = None,
+    gallery: str | None = None,
+    misclassified: int = 0,
+) -> str:
+    """The model card as Markdown, from the pipeline's reports (values as they are there)."""
+    m = params.model
+    arch = ARCHITECTURE_NAMES.get(m.architecture, m.architecture)
+    alpha = f" (alpha {m.alpha})" if arch.startswith("MobileNet") else ""
+    size = params.data.image_size
+    out: list[str] = [
+        f"# Model card: {arch} image classifier, {len(classes)} classes",
+        "",
+        "Written by the `model_card` stage (`python -m pipeline.model_card`) from the pipeline's "
+        "reports; regenerate it with `dvc repro` rather than editing it.",
+        "",
+        "## Model",
+        "",
+        f"- Base: {arch}{alpha}, pretrained weights below; the last "
+        f"{params.finetune.unfreeze_layers} layers fine-tuned (BatchNorm layers frozen).",
+        f"- Head: GlobalAveragePooling2D → Dropout {m.dropout} → Dense {m.dense_units} relu → "
+        f"Dropout {m.dropout} → Dense {len(classes)} softmax.",
+        f"- Input: RGB image of any size, decoded and resized to {size}×{size} px (bilinear, "
+        "antialiased), float32 pixels in [0, 255]; the model rescales them itself.",
+        f"- Output: {len(classes)} class probabilities, in the order of the class table below.",
+        f"- Transfer learning (frozen base): {_history_summary(history['transfer'])}.",
+        f"- Fine-tuning: {_history_summary(history['finetune'])}.",
+        "",
+        "## Data",
+        "",
+        f"- Source and version: {data_version(data_info)}.",
+        _provenance(data_info, skip=("images",)),
+        "",
+        _table(
+            ["class", *SPLITS, "total"],
+            [
+                [f"`{c}`", *(counts[s][c] for s in SPLITS), sum(counts[s][c] for s in SPLITS)]
+                for c in classes
+            ]
+            + [
+                [
+                    "**all**",
+                    *(sum(counts[s].values()) for s in SPLITS),
+                    sum(sum(counts[s].values()) for s in SPLITS),
+                ]
+            ],
+        ),
+        "",
+        "## Pretrained weights",
+        "",
+        f"- Source and version: {weights_version(weights_info)}.",
+        _provenance(weights_info, skip=("task",)),
+        "",
+        "## Parameters",
+        "",
+        _table(["key", "value"], [[f"`{k}`", f"`{v}`"] for k, v in relevant_params(params)]),
+        "",
+        "## Test metrics",
+        "",
+        f"On the {metrics['test_images']} images of the test split (`reports/metrics.json`).",
+        "",
+        _table(
+            ["metric", *PHASES.values()],
+            [
+                [name, *(f"{metrics[p][key]:.4f}" for p in PHASES)]
+                for key, name in (
+                    ("accuracy", "accuracy"),
+                    ("loss", "loss (cross-entropy, nats)"),
+                    ("macro_f1", "macro F1"),
+                )
+            ],
+        ),
+        "",
+        f"Gain from fine-tuning (accuracy): {metrics['finetune_gain']:+.4f}.",
+        "",
+        _table(
+            [
+                "class",
+                *(
+                    f"{metric} ({name})"
+                    for metric in ("precision", "recall", "F1")
+                    for name in PHASES.values()
+                ),
+                "support",
+            ],
+            [
+                [
+                    f"`{c}`",
+                    *(
+                        f"{metrics[p]['per_class'][c][key]:.4f}"
+                        for key in ("precision", "recall", "f1")
+                        for p in PHASES
+                    ),
+                    metrics["finetune"]["per_class"][c]["support"],
+                ]
+                for c in classes
+            ],
+        ),
+        "",
+        "## Fit diagnosis",
+        "",
+        _demote(diagnosis) if diagnosis else "Not available (no `reports/diagnosis.md`).",
+        "",
+        "## Data leakage",
+        "",
+    ]
+    if leakage is None:
+        out.append("Not checked (no `reports/leakage.json`).")
+    else:
+        out += ["Findings of the near-duplicate check (`reports/leakage.json`):", ""]
+        out += [
+            f"- {k}: {json.dumps(v) if isinstance(v, dict | list) else v}"
+            for k, v in leakage.items()
+        ]
+    out += [
+        "",
+        "## Exported formats",
+        "",
+        f"Checked on the {export['test_images']} test images: each export's probabilities differ "
+        f"from the Keras model's by at most `export.tolerance` = {export['tolerance']:g}. "
+        f"Latency: one image per call on the CPU ({export['cpu_count']} cores, TensorFlow "
+        f"{export['tensorflow']}), median and 90th percentile.",
+        "",
+        _table(
+            ["format", "file", "size", "latency (ms)", "max abs. prob. diff.", "same class"],
+            [
+                [
+                    name,
+                    f"`{e['path']}`",
+                    f"{e['size_bytes'] / 1e6:.2f} MB",
+                    f"{e['latency_ms_median']:.3f} (p90 {e['latency_ms_p90']:.3f})",
+                    "reference" if name == "keras" else f"{e['max_abs_diff']:.2g}",
+                    "reference" if name == "keras" else f"{e['argmax_agreement']:.1%}",
+                ]
+                for name, e in ((n, export[n]) for n in ("keras", "saved_model", "tflite"))
+            ],
+        ),
+        "",
+        "## Misclassified test images",
+        "",
+        f"{misclassified} of {metrics['test_images']} test images are misclassified by the "
+        "fine-tuned model.",
+    ]
+    if gallery and misclassified:
+        out += ["", f"![misclassified test images]({gallery})"]
+    out += [
+        "",
+        "## Intended use",
+        "",
+        _intended_use(data_info, classes),
+        "Use `python -m pipeline.predict` (same decoding as in training) or the exported "
+        "SavedModel / TFLite file with the same input preprocessing.",
+        "",
+        "## Limitations",
+        "",
+        *(f"- {x}" for x in _limits(params, metrics, classes, weights_info)),
+        "",
+    ]
+    return "\n".join(out)
+
+
+def load_gallery_items(
+    predictions: list[dict], data_dir: Path, max_images: int, thumb: int = 160
+) -> tuple[list[dict], int]:
+    """The fine-tuned model's misclassified test images, most confident first (at most
+    ``max_images``), as items for :func:`pipeline.plots.misclassified_gallery`; and their count.
+    """
+    import numpy as np
+    from PIL import Image
+
+    wrong = [r for r in predictions if r["finetune"] != r["actual"]]
+    wrong.sort(key=lambda r: (-float(r["finetune_confidence"]), r["path"]))
+    items = []
+    for r in wrong[:max_images]:
+        file = data_dir / r["path"]
+        if not file.is_file():
+            raise PipelineError(f"{file} (from reports/predictions.csv) not found in {data_dir}")
+        with Image.open(file) as im:
+            im = im.convert("RGB")
+            im.thumbnail((thumb, thumb))
+            image = np.asarray(im)
+        items.append(
+            {
+                "image": image,
+                "actual": r["actual"],
+                "predicted": r["finetune"],
+                "confidence": float(r["finetune_confidence"]),
+            }
+        )
+    return items, len(wrong)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write the model card and the error gallery.")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--reports", default="reports", type=Path)
+    parser.add_argument("--split", default="data/split", type=Path)
+    parser.add_argument("--data", default="data/raw", type=Path)
+    parser.add_argument("--out", default="reports/model_card.md", type=Path)
+    parser.add_argument("--gallery", default="reports/misclassified.png", type=Path)
+    parser.add_argument("--max-images", default=36, type=int, help="images in the gallery")
+    args = parser.parse_args(argv)
+
+    params = load_params(args.params)
+    reports = args.reports
+    needed = {
+        "metrics.json": "evaluate",
+        "predictions.csv": "evaluate",
+        "data_source.json": "download_data",
+        "weights_source.json": "download_weights",
+        "export.json": "export",
+        "history/transfer.csv": "transfer",
+        "history/finetune.csv": "finetune",
+    }
+    for name, stage in needed.items():
+        if not (reports / name).is_file():
+            raise PipelineError(f"{reports / name} not found: run the {stage} stage first")
+    if not (args.split / "classes.json").is_file():
+        raise PipelineError(f"{args.split}/classes.json not found: run the split stage first")
+
+    from pipeline import plots
+
+    classes, counts = class_counts(args.split)
+    items, n_wrong = load_gallery_items(
+        read_csv(reports / "predictions.csv"), args.data, args.max_images
+    )
+    plots.misclassified_gallery(items, args.gallery, total=n_wrong)
+    diagnosis = reports / "diagnosis.md"
+    leakage = reports / "leakage.json"
+    card = render_card(
+        params,
+        read_json(reports / "metrics.json"),
+        read_json(reports / "data_source.json"),
+        read_json(reports / "weights_source.json"),
+        read_json(reports / "export.json"),
+        classes,
+        counts,
+        {p: read_csv(reports / "history" / f"{p}.csv") for p in PHASES},
+        diagnosis=diagnosis.read_text(encoding="utf-8") if diagnosis.is_file() else None,
+        leakage=read_json(leakage) if leakage.is_file() else None,
+        gallery=Path(os.path.relpath(args.gallery, args.out.parent)).as_posix(),
+        misclassified=n_wrong,
+    )
+    with atomic_file(args.out) as fh:
+        fh.write(card)
+    log.info("wrote %s and %s (%d misclassified)", args.out, args.gallery, n_wrong)
+
+
+if __name__ == "__main__":
+    run_stage(main)

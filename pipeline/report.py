@@ -1,0 +1,364 @@
+"""Review report: what a change does to params, metrics and plots, as one Markdown file.
+
+Compares a base revision (a branch, tag or commit; default ``main``) with the workspace through
+DVC's own diff commands: ``dvc params diff``, ``dvc metrics diff`` (every top-level ``metrics:``
+file of ``dvc.yaml``) and ``dvc plots diff`` (the learning curves and confusion matrices of both
+revisions, as images side by side, and as interactive plots in ``plots/index.html``). The fit
+diagnosis of the workspace (``reports/diagnosis.md``) is included when it exists.
+
+Usage: ``python -m pipeline.report [--base main] [--out reports/review/report.md]``
+
+The output folder holds the report, its images and the HTML plots; it is not a pipeline output
+(``reports/review/`` is git-ignored). CI posts the report as a pull-request comment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.utils import PipelineError, atomic_file, run_stage
+
+WORKSPACE = "workspace"  # DVC's name for the working tree in its diff output
+DIAGNOSIS = Path("reports/diagnosis.md")
+DATA_SOURCE = "reports/data_source.json"
+METRICS = "reports/metrics.json"
+IMAGE_TITLES = {
+    "reports/figures/learning_curves.png": "Learning curves",
+    "reports/figures/confusion_matrix.png": "Confusion matrices",
+}
+# Keys nested deeper than this (e.g. ``finetune.per_class.tom.f1``) go to a collapsed table.
+HEADLINE_DEPTH = 2
+
+
+@dataclass(frozen=True)
+class Change:
+    """One param or metric: its value at the base and in the workspace (None: absent)."""
+
+    name: str
+    old: object
+    new: object
+
+    @property
+    def delta(self) -> float | None:
+        if _is_number(self.old) and _is_number(self.new):
+            return float(self.new) - float(self.old)  # type: ignore[arg-type]
+        return None
+
+    @property
+    def changed(self) -> bool:
+        return self.old != self.new
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def fmt_value(value: object) -> str:
+    """A table cell for a param or metric value; ``—`` when it is absent."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, str):
+        return f"`{value}`" if value else '`""`'
+    return str(value)
+
+
+def fmt_delta(change: Change) -> str:
+    """The signed change of a number (``+0.012``, ``-1``, ``0``), or what happened otherwise."""
+    if change.old is None and change.new is not None:
+        return "new"
+    if change.new is None and change.old is not None:
+        return "removed"
+    delta = change.delta
+    if delta is None:
+        return "changed" if change.changed else ""
+    if abs(delta) < 1e-12:
+        return "0"
+    if isinstance(change.old, int) and isinstance(change.new, int):
+        return f"{int(delta):+d}"
+    return f"{delta:+.4g}"
+
+
+def _run(cmd: list[str], what: str) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        raise PipelineError(f"{what} failed: {detail[-1] if detail else proc.returncode}")
+    return proc.stdout
+
+
+def _dvc(*args: str) -> str:
+    return _run([sys.executable, "-m", "dvc", *args], f"dvc {args[0]} {args[1]}")
+
+
+def resolve_base(base: str) -> str:
+    """The commit ``base`` names; a clear error when git does not know it."""
+    proc = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", "--end-of-options", f"{base}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise PipelineError(
+            f"base revision {base!r} not found in this git repository; fetch it first "
+            f"(e.g. `git fetch origin {base}`) or pass another --base"
+        )
+    return proc.stdout.strip()
+
+
+def _changes(diff: dict) -> dict[str, list[Change]]:
+    """``{file: [Change, ...]}`` from the JSON of ``dvc params/metrics diff``.
+
+    Files in name order, except that the test metrics (``reports/metrics.json``) come first.
+    """
+    return {
+        path: [Change(name, v.get("old"), v.get("new")) for name, v in sorted(entries.items())]
+        for path, entries in sorted(diff.items(), key=lambda kv: (kv[0] != METRICS, kv[0]))
+    }
+
+
+def params_diff(base: str) -> dict[str, list[Change]]:
+    """Changed params per params file (``dvc params diff <base> --json``)."""
+    return _changes(json.loads(_dvc("params", "diff", base, "--json") or "{}"))
+
+
+def metrics_diff(base: str) -> dict[str, list[Change]]:
+    """All metrics per metrics file, changed or not (``dvc metrics diff <base> --all``)."""
+    return _changes(json.loads(_dvc("metrics", "diff", base, "--all", "--json") or "{}"))
+
+
+def plot_images(base: str, out_dir: Path) -> dict[str, dict[str, Path]]:
+    """``{image plot: {"base"|"head": file}}``: the image plots of both revisions, in out_dir.
+
+    ``dvc plots diff`` takes the base's files from git or the DVC cache, the workspace's from
+    the working tree; a revision that lacks an image is missing from its entry.
+    """
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    images: dict[str, dict[str, Path]] = {}
+    with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
+        data = json.loads(_dvc("plots", "diff", base, "--json", "-o", tmp) or "{}")
+        for name, entries in data.get("data", {}).items():
+            for entry in entries:
+                if entry.get("type") != "image":
+                    continue
+                for rev in entry.get("revisions", []):
+                    side = "head" if rev == WORKSPACE else "base" if rev == base else None
+                    if side:
+                        target = out_dir / f"{side}_{re.sub(r'[^A-Za-z0-9._-]', '_', name)}"
+                        shutil.copyfile(entry["url"], target)
+                        images.setdefault(name, {})[side] = target
+    return images
+
+
+def html_plots(base: str, out_dir: Path) -> Path:
+    """All plots of both revisions as one interactive page (``dvc plots diff -o``)."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    _dvc("plots", "diff", base, "-o", str(out_dir))
+    return out_dir / "index.html"
+
+
+def _git_show(rev: str, path: str) -> str | None:
+    proc = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def _data_source(text: str | None) -> str | None:
+    if not text:
+        return None
+    try:
+        info = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    source = str(info.get("source", "?"))
+    detail = info.get("handle") or info.get("path")
+    return f"{source} ({detail})" if detail else source
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    def esc(cell: str) -> str:
+        return cell.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _change_rows(changes: list[Change]) -> list[list[str]]:
+    return [[f"`{c.name}`", fmt_value(c.old), fmt_value(c.new), fmt_delta(c)] for c in changes]
+
+
+def _nest(markdown: str) -> str:
+    """An included file under a ``##`` section: its title dropped, its headings one level down.
+
+    Lines in fenced code blocks are left as they are.
+    """
+    lines = markdown.strip().splitlines()
+    if lines and re.match(r"# ", lines[0]):
+        lines = lines[1:]
+    out, fenced = [], False
+    for line in lines:
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        out.append("#" + line if not fenced and re.match(r"#{1,5} ", line) else line)
+    return "\n".join(out).strip()
+
+
+def render(
+    *,
+    base: str,
+    base_commit: str,
+    head_commit: str,
+    params: dict[str, list[Change]],
+    metrics: dict[str, list[Change]],
+    images: dict[str, dict[str, Path]],
+    report_dir: Path,
+    data_sources: tuple[str | None, str | None] = (None, None),
+    diagnosis: str | None = None,
+    html: Path | None = None,
+) -> str:
+    """The report as Markdown; image links are relative to ``report_dir``."""
+    lines = [
+        f"# Review: `{base}` → workspace",
+        "",
+        f"Base: `{base}` (`{base_commit[:9]}`). Head: the workspace of `{head_commit[:9]}`, "
+        "as the pipeline left it.",
+    ]
+    old_src, new_src = data_sources
+    if old_src or new_src:
+        lines += ["", f"Data: base {old_src or '—'}, head {new_src or '—'}."]
+        if old_src and new_src and old_src != new_src:
+            lines += [
+                "",
+                "> **Different data.** Base and head were trained and tested on different data: "
+                "their metrics are not directly comparable.",
+            ]
+
+    lines += ["", "## Params", ""]
+    changed = [(path, c) for path, cs in params.items() for c in cs if c.changed]
+    if changed:
+        multi = len(params) > 1
+        rows = [
+            [f"`{path}:{c.name}`" if multi else f"`{c.name}`", fmt_value(c.old), fmt_value(c.new)]
+            for path, c in changed
+        ]
+        lines += _table(["param", "base", "head"], rows)
+    else:
+        lines.append("No param changed.")
+
+    lines += ["", "## Metrics", ""]
+    if not metrics:
+        lines.append("No metrics in either revision.")
+    for path, changes in metrics.items():
+        headline = [c for c in changes if c.name.count(".") < HEADLINE_DEPTH]
+        detail = [c for c in changes if c.name.count(".") >= HEADLINE_DEPTH and c.changed]
+        lines += [f"### `{path}`", ""]
+        if headline:
+            lines += _table(["metric", "base", "head", "change"], _change_rows(headline))
+        if detail:
+            lines += [
+                "",
+                f"<details><summary>{len(detail)} more changed metric(s)</summary>",
+                "",
+                *_table(["metric", "base", "head", "change"], _change_rows(detail)),
+                "",
+                "</details>",
+            ]
+        if not headline and not detail:
+            lines.append("No change.")
+        lines.append("")
+
+    lines += ["## Plots", ""]
+    if images:
+        rows = []
+        for name, revs in images.items():
+            cells = []
+            for side in ("base", "head"):
+                path = revs.get(side)
+                rel = Path(os.path.relpath(path, report_dir)).as_posix() if path else None
+                cells.append(f"![{side}]({rel})" if rel else "—")
+            rows.append([f"**{IMAGE_TITLES.get(name, name)}**", *cells])
+        lines += _table(["", f"base (`{base}`)", "head (workspace)"], rows)
+    else:
+        lines.append("No image plots in either revision.")
+    if html is not None:
+        rel = Path(os.path.relpath(html, report_dir)).as_posix()
+        lines += [
+            "",
+            f"Interactive learning curves and confusion matrices of both revisions: `{rel}` "
+            "beside this report (in CI: the workflow run's `review-report` artifact).",
+        ]
+
+    if diagnosis:
+        lines += ["", "## Fit diagnosis (head)", "", _nest(diagnosis)]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(base: str, out: Path, *, html: bool = True) -> Path:
+    """Run the diffs against ``base`` and write the report to ``out``; return ``out``."""
+    base_commit = resolve_base(base)
+    head_commit = _run(["git", "rev-parse", "HEAD"], "git rev-parse HEAD").strip()
+    report_dir = out.parent
+    report_dir.mkdir(parents=True, exist_ok=True)
+    params = params_diff(base)
+    metrics = metrics_diff(base)
+    images = plot_images(base, report_dir / "images")
+    page = html_plots(base, report_dir / "plots") if html else None
+    if not html:
+        shutil.rmtree(report_dir / "plots", ignore_errors=True)  # not a stale page either
+    head_source = Path(DATA_SOURCE).read_text() if Path(DATA_SOURCE).is_file() else None
+    text = render(
+        base=base,
+        base_commit=base_commit,
+        head_commit=head_commit,
+        params=params,
+        metrics=metrics,
+        images=images,
+        report_dir=report_dir,
+        data_sources=(
+            _data_source(_git_show(base_commit, DATA_SOURCE)),
+            _data_source(head_source),
+        ),
+        diagnosis=DIAGNOSIS.read_text(encoding="utf-8") if DIAGNOSIS.is_file() else None,
+        html=page,
+    )
+    with atomic_file(out) as fh:
+        fh.write(text)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Write a Markdown review report: params, metrics and plots of the workspace "
+        "against a base revision."
+    )
+    parser.add_argument("--base", default="main", help="git revision to compare with (main)")
+    parser.add_argument(
+        "--out",
+        default="reports/review/report.md",
+        type=Path,
+        help="report file; its folder also receives images/ and plots/",
+    )
+    parser.add_argument(
+        "--no-html", action="store_true", help="skip the interactive plots (plots/index.html)"
+    )
+    args = parser.parse_args(argv)
+    out = write_report(args.base, args.out, html=not args.no_html)
+    print(out)
+
+
+if __name__ == "__main__":
+    run_stage(main)

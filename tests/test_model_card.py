@@ -1,0 +1,201 @@
+"""The model card and the gallery of misclassified test images."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import plots
+from pipeline.model_card import class_counts, relevant_params, render_card, wilson_interval
+from pipeline.utils import read_csv
+
+CLASSES = ["cat", "dog"]
+
+
+def _phase(acc: float, loss: float, f1: float) -> dict:
+    return {
+        "accuracy": acc,
+        "loss": loss,
+        "macro_f1": f1,
+        "per_class": {
+            c: {"precision": acc, "recall": acc - 0.01 * i, "f1": f1 - 0.01 * i, "support": 5}
+            for i, c in enumerate(CLASSES)
+        },
+    }
+
+
+def _export() -> dict:
+    fmt = {"size_bytes": 2_000_000, "latency_ms_median": 1.5, "latency_ms_p90": 2.0}
+    return {
+        "test_images": 10,
+        "tolerance": 1e-4,
+        "cpu_count": 2,
+        "tensorflow": "2.21.0",
+        "keras": {"path": "models/finetune/model.keras", **fmt},
+        "saved_model": {
+            "path": "models/export/saved_model",
+            "max_abs_diff": 3e-7,
+            "argmax_agreement": 1.0,
+            **fmt,
+        },
+        "tflite": {
+            "path": "models/export/model.tflite",
+            "max_abs_diff": 5e-7,
+            "argmax_agreement": 1.0,
+            **fmt,
+        },
+    }
+
+
+def _card(params, **kwargs) -> str:
+    history = {
+        "transfer": [
+            {"epoch": "1", "val_loss": "0.9", "val_accuracy": "0.6"},
+            {"epoch": "2", "val_loss": "0.8", "val_accuracy": "0.7"},
+        ],
+        "finetune": [{"epoch": "3", "val_loss": "0.7", "val_accuracy": "0.75"}],
+    }
+    counts = {s: Counter({"cat": n, "dog": n}) for s, n in (("train", 7), ("val", 2), ("test", 5))}
+    return render_card(
+        params,
+        {
+            "test_images": 10,
+            "transfer": _phase(0.6, 0.8123, 0.5876),
+            "finetune": _phase(0.8, 0.4567, 0.7891),
+            "finetune_gain": 0.2,
+        },
+        {"source": "kaggle", "handle": "owner/pets", "version": 3, "images": {"cat": 14}},
+        {"source": "file", "path": "base_no_top.h5"},
+        _export(),
+        CLASSES,
+        counts,
+        history,
+        **kwargs,
+    )
+
+
+def _section(card: str, title: str) -> str:
+    return card.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_card_content(tiny_params):
+    card = _card(tiny_params)
+    metrics = _section(card, "Test metrics")
+    assert "| accuracy | 0.6000 | 0.8000 |" in metrics
+    assert "| loss (cross-entropy, nats) | 0.8123 | 0.4567 |" in metrics
+    assert "| macro F1 | 0.5876 | 0.7891 |" in metrics
+    assert "| `dog` | 0.6000 | 0.8000 | 0.5900 | 0.7900 | 0.5776 | 0.7791 | 5 |" in metrics
+    data = _section(card, "Data")
+    assert "Kaggle dataset `owner/pets`, version 3" in data
+    assert "| `cat` | 7 | 2 | 5 | 14 |" in data and "| **all** | 14 | 4 | 10 | 28 |" in data
+    assert "weights file `base_no_top.h5`" in _section(card, "Pretrained weights")
+    assert "epochs 1–2, best epoch 2 (val loss 0.8000" in _section(card, "Model")
+    exported = _section(card, "Exported formats")
+    assert "| tflite | `models/export/model.tflite` | 2.00 MB | 1.500 (p90 2.000) | 5e-07 |" in (
+        exported
+    )
+    assert "Not available" in _section(card, "Fit diagnosis")
+    assert "Not checked" in _section(card, "Data leakage")
+    assert "`cat`, `dog`" in _section(card, "Intended use")
+
+
+def test_card_includes_diagnosis_and_leakage_when_present(tiny_params):
+    card = _card(
+        tiny_params,
+        diagnosis="# Fit\n\n**Fine-tuning: good fit.**\n",
+        leakage={"near_duplicate_pairs": 2, "examples": [["a.jpg", "b.jpg"]]},
+        gallery="misclassified.png",
+        misclassified=2,
+    )
+    diagnosis = _section(card, "Fit diagnosis")
+    assert "### Fit" in diagnosis and "**Fine-tuning: good fit.**" in diagnosis
+    leakage = _section(card, "Data leakage")
+    assert "Not checked" not in leakage
+    assert "- near_duplicate_pairs: 2" in leakage and '[["a.jpg", "b.jpg"]]' in leakage
+    assert "![misclassified test images](misclassified.png)" in card
+
+
+def test_relevant_params_leave_out_unused_sources(tiny_params):
+    keys = dict(relevant_params(tiny_params))
+    assert keys["seed"] == 7 and keys["finetune.unfreeze_layers"] == 10
+    assert keys["export.tolerance"] == 1e-4 and "data.sample.images_per_class" in keys
+    assert not any(
+        k.startswith(("data.kaggle", "model.kaggle", "model.weights_path")) for k in keys
+    )
+
+
+def test_wilson_interval():
+    low, high = wilson_interval(65, 100)
+    assert low == pytest.approx(0.5525, abs=1e-3) and high == pytest.approx(0.7364, abs=1e-3)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_gallery_png(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    items = [
+        {
+            "image": rng.integers(0, 255, (40 + i, 50, 3), dtype=np.uint8),
+            "actual": "cat",
+            "predicted": "dog",
+            "confidence": 0.9 - i / 10,
+        }
+        for i in range(3)
+    ]
+    plots.misclassified_gallery(items, tmp_path / "g.png", total=5)
+    plots.misclassified_gallery([], tmp_path / "none.png")
+    for name in ("g.png", "none.png"):
+        with Image.open(tmp_path / name) as im:
+            assert im.format == "PNG"
+
+
+# --- after one tiny `dvc repro` (the session's `trained_repo`) -------------------------------
+
+
+def _row(card: str, label: str) -> list[str]:
+    line = next(x for x in card.splitlines() if x.startswith(f"| {label} |"))
+    return [c.strip() for c in line.strip("|").split("|")][1:]
+
+
+@pytest.mark.slow
+def test_model_card_holds_the_real_values(trained_repo: Path):
+    card = (trained_repo / "reports/model_card.md").read_text()
+    metrics = json.loads((trained_repo / "reports/metrics.json").read_text())
+    for key, label in (
+        ("accuracy", "accuracy"),
+        ("loss", "loss (cross-entropy, nats)"),
+        ("macro_f1", "macro F1"),
+    ):
+        assert _row(card, label) == [f"{metrics[p][key]:.4f}" for p in ("transfer", "finetune")]
+    classes, counts = class_counts(trained_repo / "data/split")
+    for c in classes:
+        per_class = _row(card, f"`{c}`")  # first: the class table, then the per-class metrics
+        assert per_class[:3] == [str(counts[s][c]) for s in ("train", "val", "test")]
+        metric_row = [line for line in card.splitlines() if line.startswith(f"| `{c}` |")][1]
+        assert metric_row.rstrip(" |").endswith(
+            f"{metrics['finetune']['per_class'][c]['f1']:.4f} | "
+            f"{metrics['finetune']['per_class'][c]['support']}"
+        )
+    assert f"Gain from fine-tuning (accuracy): {metrics['finetune_gain']:+.4f}." in card
+    source = json.loads((trained_repo / "reports/data_source.json").read_text())
+    assert f"seed {source['seed']}" in _section(card, "Data")
+    export = json.loads((trained_repo / "reports/export.json").read_text())
+    tflite = _row(card, "tflite")
+    assert tflite[1] == f"{export['tflite']['size_bytes'] / 1e6:.2f} MB"
+    leakage = _section(card, "Data leakage")
+    assert ("Not checked" in leakage) != (trained_repo / "reports/leakage.json").is_file()
+
+
+@pytest.mark.slow
+def test_gallery_shows_the_misclassified_test_images(trained_repo: Path):
+    rows = read_csv(trained_repo / "reports/predictions.csv")
+    wrong = sum(r["actual"] != r["finetune"] for r in rows)
+    card = (trained_repo / "reports/model_card.md").read_text()
+    assert f"{wrong} of {len(rows)} test images are misclassified" in card
+    with Image.open(trained_repo / "reports/misclassified.png") as im:
+        assert im.format == "PNG"
+    assert ("](misclassified.png)" in card) == (wrong > 0)

@@ -1,0 +1,153 @@
+"""The review report's Markdown, from given diffs (the real diffs: tests/test_review_e2e.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipeline.report import Change, _changes, fmt_delta, fmt_value, main, render
+from pipeline.utils import PipelineError
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (0.5, 0.625, "+0.125"),
+        (0.7, 0.65, "-0.05"),
+        (3, 5, "+2"),
+        (4, 4, "0"),
+        (None, 0.9, "new"),
+        (0.9, None, "removed"),
+        ("sample", "kaggle", "changed"),
+        ("sample", "sample", ""),
+    ],
+)
+def test_delta_has_a_sign(old: object, new: object, expected: str):
+    assert fmt_delta(Change("m", old, new)) == expected
+
+
+def test_values():
+    assert fmt_value(None) == "—"
+    assert fmt_value(0.1234567) == "0.123457"
+    assert fmt_value(1e-05) == "1e-05"
+    assert fmt_value(7) == "7"
+    assert fmt_value("kaggle") == "`kaggle`"
+    assert fmt_value("") == '`""`'
+
+
+def _render(tmp_path: Path, **kwargs: object) -> str:
+    defaults: dict = {
+        "base": "main",
+        "base_commit": "a" * 40,
+        "head_commit": "b" * 40,
+        "params": {},
+        "metrics": {},
+        "images": {},
+        "report_dir": tmp_path,
+    }
+    return render(**{**defaults, **kwargs})
+
+
+def test_tables_of_params_and_metrics(tmp_path: Path):
+    text = _render(
+        tmp_path,
+        params={
+            "params.yaml": [
+                Change("finetune.learning_rate", 1e-05, 0.0001),
+                Change("seed", 42, 42),
+            ]
+        },
+        metrics={
+            "reports/metrics.json": [
+                Change("finetune.accuracy", 0.6, 0.65),
+                Change("finetune.per_class.tom.f1", 0.5, 0.5),
+                Change("finetune.per_class.jerry.f1", 0.5, 0.7),
+                Change("finetune_gain", None, 0.12),
+            ]
+        },
+    )
+    lines = text.splitlines()
+    assert lines[0] == "# Review: `main` → workspace"
+    assert "| `finetune.learning_rate` | 1e-05 | 0.0001 |" in lines
+    assert not any(line.startswith("| `seed`") for line in lines)  # unchanged params are left out
+    assert "| `finetune.accuracy` | 0.6 | 0.65 | +0.05 |" in lines
+    assert "| `finetune_gain` | — | 0.12 | new |" in lines  # a metric the base did not have
+    # Per-class metrics: only the changed ones, in a collapsed table.
+    assert "<details><summary>1 more changed metric(s)</summary>" in lines
+    assert "| `finetune.per_class.jerry.f1` | 0.5 | 0.7 | +0.2 |" in lines
+    assert not any("per_class.tom" in line for line in lines)
+
+
+def test_no_changes_and_no_images(tmp_path: Path):
+    text = _render(tmp_path, params={"params.yaml": [Change("seed", 1, 1)]})
+    assert "No param changed." in text
+    assert "No metrics in either revision." in text
+    assert "No image plots in either revision." in text
+
+
+def test_images_side_by_side_with_relative_links(tmp_path: Path):
+    report_dir = tmp_path / "review"
+    images = {
+        "reports/figures/learning_curves.png": {
+            "base": report_dir / "images" / "base_curves.png",
+            "head": report_dir / "images" / "head_curves.png",
+        },
+        "reports/figures/new.png": {"head": report_dir / "images" / "head_new.png"},
+    }
+    text = _render(tmp_path, images=images, report_dir=report_dir)
+    assert "|  | base (`main`) | head (workspace) |" in text
+    base, head = "![base](images/base_curves.png)", "![head](images/head_curves.png)"
+    assert f"| **Learning curves** | {base} | {head} |" in text
+    assert "| **reports/figures/new.png** | — | ![head](images/head_new.png) |" in text
+
+
+def test_data_sources_and_diagnosis(tmp_path: Path):
+    diagnosis = "# Fit diagnosis\n\nAll fine.\n\n## Transfer\n\n```\n# not a heading\n```\n"
+    text = _render(
+        tmp_path, data_sources=("sample", "kaggle (owner/data/versions/1)"), diagnosis=diagnosis
+    )
+    assert "Data: base sample, head kaggle (owner/data/versions/1)." in text
+    assert "**Different data.**" in text
+    # Nested in the report: its title dropped, its headings one level down.
+    assert "## Fit diagnosis (head)\n\nAll fine.\n\n### Transfer\n" in text
+    assert "```\n# not a heading\n```" in text  # code blocks are left as they are
+    same = _render(tmp_path, data_sources=("sample", "sample"))
+    assert "Different data" not in same and "Fit diagnosis" not in same
+
+
+def test_unknown_base_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    for cmd in (["git", "init", "-q"], ["git", "commit", "-q", "--allow-empty", "-m", "x"]):
+        subprocess.run(
+            cmd,
+            cwd=tmp_path,
+            check=True,
+            env={
+                **os.environ,
+                "GIT_AUTHOR_NAME": "t",
+                "GIT_AUTHOR_EMAIL": "t@example.com",
+                "GIT_COMMITTER_NAME": "t",
+                "GIT_COMMITTER_EMAIL": "t@example.com",
+            },
+        )
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PipelineError, match="base revision 'no-such-branch' not found"):
+        main(["--base", "no-such-branch"])
+    assert not (tmp_path / "reports").exists()
+
+
+def test_test_metrics_come_first():
+    diff = {
+        "reports/export.json": {"size": {"old": 1, "new": 2}},
+        "reports/metrics.json": {"accuracy": {"old": 0.5, "new": 0.6}},
+        "reports/live/finetune.json": {"epoch": {"old": None, "new": 3}},
+    }
+    changes = _changes(diff)
+    assert list(changes) == [
+        "reports/metrics.json",
+        "reports/export.json",
+        "reports/live/finetune.json",
+    ]
+    assert changes["reports/live/finetune.json"] == [Change("epoch", None, 3)]

@@ -1,0 +1,132 @@
+"""GitHub Actions workflows: actionlint (with shellcheck) and the commands their steps run."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+BIN = Path(sys.executable).parent
+
+
+def _tool(name: str) -> str:
+    path = BIN / name
+    found = str(path) if path.is_file() else shutil.which(name)
+    assert found, f"{name} not found: it comes with the dev dependencies (requirements.lock)"
+    return found
+
+
+def actionlint(*files: Path) -> subprocess.CompletedProcess:
+    cmd = [_tool("actionlint"), "-no-color", "-shellcheck", _tool("shellcheck"), *map(str, files)]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((WORKFLOWS / name).read_text())
+
+
+def triggers(workflow: dict) -> dict:
+    on = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as True
+    return {on: None} if isinstance(on, str) else dict(on)
+
+
+def run_lines(workflow: dict) -> list[str]:
+    """Every command line of every ``run:`` step, comments and blank lines dropped."""
+    lines = []
+    for job in workflow["jobs"].values():
+        for step in job["steps"]:
+            for line in str(step.get("run", "")).splitlines():
+                if line.strip() and not line.strip().startswith("#"):
+                    lines.append(line.strip())
+    return lines
+
+
+def make_dry_run(*args: str) -> str:
+    """``make -n`` of the project's Makefile with the venv taken as installed."""
+    venv = BIN.parent
+    cmd = ["make", "-n", "-f", str(ROOT / "Makefile"), f"VENV={venv}"]
+    cmd += ["-o", str(venv / ".installed"), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_actionlint_passes():
+    files = sorted(WORKFLOWS.glob("*.yml"))
+    assert [f.name for f in files] == ["pr.yml", "retrain.yml", "test.yml"]
+    proc = actionlint(*files)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_actionlint_catches_mistakes(tmp_path: Path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - if: ${{ secret.TOKEN != '' }}\n        run: echo $(ls *.csv)\n"
+    )
+    out = actionlint(bad).stdout
+    assert 'undefined variable "secret"' in out  # expression check
+    assert "SC2046" in out  # shellcheck of the run: script
+
+
+def test_tests_run_on_push_and_pull_request_with_make_test():
+    wf = load("test.yml")
+    assert {"push", "pull_request"} <= set(triggers(wf))
+    assert "bash .ci/run" in run_lines(wf)
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert "make lint" in ci and "make test" in ci
+
+
+def test_pull_request_runs_the_pipeline_and_comments_the_report():
+    wf = load("pr.yml")
+    assert set(triggers(wf)) == {"pull_request"}
+    lines = run_lines(wf)
+    assert 'make experiment SET="data.source=$DATA_SOURCE"' in lines
+    assert 'make report BASE="origin/$BASE_REF"' in lines
+    assert any(
+        re.match(r"cml comment (create|update) .*reports/review/report\.md$", x) for x in lines
+    )
+    env = wf["jobs"]["review"]["env"]
+    # Kaggle data only when its secrets exist; the generated sample data otherwise.
+    assert "secrets.KAGGLE_API_TOKEN != ''" in env["DATA_SOURCE"]
+    assert "'kaggle' || 'sample'" in env["DATA_SOURCE"]
+
+
+def test_retrain_is_scheduled_pushes_and_opens_a_pull_request():
+    wf = load("retrain.yml")
+    on = triggers(wf)
+    assert "workflow_dispatch" in on
+    assert re.fullmatch(r"(\S+ ){4}\S+", on["schedule"][0]["cron"])
+    lines = run_lines(wf)
+    assert 'make experiment SET="data.source=kaggle $SET"' in lines
+    assert "dvc pull --allow-missing" in lines
+    assert "dvc push" in lines
+    assert 'make report BASE="origin/$GITHUB_REF_NAME"' in lines
+    assert "git add dvc.lock params.yaml reports" in lines
+    assert any(x.startswith("url=$(gh pr create") for x in lines)
+    env = wf["jobs"]["retrain"]["env"]
+    for secret in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "AWS_ACCESS_KEY_ID"):
+        assert env[secret] == f"${{{{ secrets.{secret} }}}}"
+
+
+@pytest.mark.parametrize("name", ["pr.yml", "retrain.yml"])
+def test_make_targets_of_the_workflows_exist(name: str):
+    targets = {m.group(1) for x in run_lines(load(name)) for m in re.finditer(r"\bmake (\S+)", x)}
+    assert {"experiment", "report"} <= targets
+    for target in targets:
+        make_dry_run(target)  # fails on an unknown target
+
+
+def test_make_targets_expand_to_the_tested_commands():
+    exp = make_dry_run("experiment", "SET=data.source=kaggle finetune.epochs=3")
+    assert "dvc exp run -S data.source=kaggle -S finetune.epochs=3" in exp
+    report = make_dry_run("report", "BASE=origin/main")
+    assert "python -m pipeline.report --base origin/main" in report
