@@ -115,20 +115,26 @@ def fit_phase(
             save_best_only=True,
             save_weights_only=True,
         ),
-        PhaseTensorBoard(
+        tensorboard := PhaseTensorBoard(
             str(log_dir), step_offset=step_offset, histogram_freq=0, write_graph=False
         ),
     ]
     total = initial_epoch + epochs
     log.info("%s: epochs %d..%d", phase, initial_epoch + 1, total)
-    hist = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=total,
-        initial_epoch=initial_epoch,
-        callbacks=callbacks,
-        verbose=2,
-    )
+    try:
+        hist = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=total,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=2,
+        )
+    except BaseException:
+        # Interrupted (SIGINT/SIGTERM) or failed: close the event writers now, or they flush
+        # at exit and recreate the temporary log folder the stage has just removed.
+        tensorboard._close_writers()
+        raise
     lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
     h = hist.history
     n = len(h["loss"])
