@@ -98,6 +98,15 @@ def _interrupt_when(proc, lines, marker: str, sig: int, delay: float = 0.3) -> N
     time.sleep(delay)
     os.killpg(proc.pid, sig)
     proc.wait(timeout=120)
+    # DVC may exit before the stage it started has finished unwinding: wait for the whole group.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the interrupted stage did not exit")
 
 
 def _leftovers(repo: Path) -> list[str]:
