@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.params import Params, load_params
-from pipeline.utils import PipelineError, atomic_file, log, read_csv, read_json, run_stage
+from pipeline.utils import (
+    PipelineError,
+    atomic_file,
+    log,
+    markdown_table,
+    read_csv,
+    read_json,
+    run_stage,
+)
 
 SPLITS = ("train", "val", "test")
 PHASES = {"transfer": "transfer only", "finetune": "fine-tuned"}
@@ -35,10 +43,8 @@ ARCHITECTURE_NAMES = {
 }
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+def _markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    return "\n".join(markdown_table(header, rows))
 
 
 def _flat(prefix: str, value: Any) -> list[tuple[str, Any]]:
@@ -250,7 +256,7 @@ def render_card(
         f"- Source and version: {data_version(data_info)}.",
         _provenance(data_info, skip=("images",)),
         "",
-        _table(
+        _markdown_table(
             ["class", *SPLITS, "total"],
             [
                 [f"`{c}`", *(counts[s][c] for s in SPLITS), sum(counts[s][c] for s in SPLITS)]
@@ -272,13 +278,15 @@ def render_card(
         "",
         "## Parameters",
         "",
-        _table(["key", "value"], [[f"`{k}`", f"`{v}`"] for k, v in relevant_params(params)]),
+        _markdown_table(
+            ["key", "value"], [[f"`{k}`", f"`{v}`"] for k, v in relevant_params(params)]
+        ),
         "",
         "## Test metrics",
         "",
         f"On the {metrics['test_images']} images of the test split (`reports/metrics.json`).",
         "",
-        _table(
+        _markdown_table(
             ["metric", *PHASES.values()],
             [
                 [name, *(f"{metrics[p][key]:.4f}" for p in PHASES)]
@@ -292,7 +300,7 @@ def render_card(
         "",
         f"Gain from fine-tuning (accuracy): {metrics['finetune_gain']:+.4f}.",
         "",
-        _table(
+        _markdown_table(
             [
                 "class",
                 *(
@@ -340,7 +348,7 @@ def render_card(
         f"Latency: one image per call on the CPU ({export['cpu_count']} cores, TensorFlow "
         f"{export['tensorflow']}), median and 90th percentile.",
         "",
-        _table(
+        _markdown_table(
             ["format", "file", "size", "latency (ms)", "max abs. prob. diff.", "same class"],
             [
                 [

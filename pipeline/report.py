@@ -26,7 +26,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.utils import PipelineError, atomic_file, run_stage
+from pipeline.utils import PipelineError, atomic_file, markdown_table, run_stage
 
 WORKSPACE = "workspace"  # DVC's name for the working tree in its diff output
 DIAGNOSIS = Path("reports/diagnosis.md")
@@ -188,15 +188,6 @@ def _data_source(text: str | None) -> str | None:
     return f"{source} ({detail})" if detail else source
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    def esc(cell: str) -> str:
-        return cell.replace("|", "\\|")
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
-    return lines
-
-
 def _change_rows(changes: list[Change]) -> list[list[str]]:
     return [[f"`{c.name}`", fmt_value(c.old), fmt_value(c.new), fmt_delta(c)] for c in changes]
 
@@ -255,7 +246,7 @@ def render(
             [f"`{path}:{c.name}`" if multi else f"`{c.name}`", fmt_value(c.old), fmt_value(c.new)]
             for path, c in changed
         ]
-        lines += _table(["param", "base", "head"], rows)
+        lines += markdown_table(["param", "base", "head"], rows)
     else:
         lines.append("No param changed.")
 
@@ -267,13 +258,13 @@ def render(
         detail = [c for c in changes if c.name.count(".") >= HEADLINE_DEPTH and c.changed]
         lines += [f"### `{path}`", ""]
         if headline:
-            lines += _table(["metric", "base", "head", "change"], _change_rows(headline))
+            lines += markdown_table(["metric", "base", "head", "change"], _change_rows(headline))
         if detail:
             lines += [
                 "",
                 f"<details><summary>{len(detail)} more changed metric(s)</summary>",
                 "",
-                *_table(["metric", "base", "head", "change"], _change_rows(detail)),
+                *markdown_table(["metric", "base", "head", "change"], _change_rows(detail)),
                 "",
                 "</details>",
             ]
@@ -291,7 +282,7 @@ def render(
                 rel = Path(os.path.relpath(path, report_dir)).as_posix() if path else None
                 cells.append(f"![{side}]({rel})" if rel else "—")
             rows.append([f"**{IMAGE_TITLES.get(name, name)}**", *cells])
-        lines += _table(["", f"base (`{base}`)", "head (workspace)"], rows)
+        lines += markdown_table(["", f"base (`{base}`)", "head (workspace)"], rows)
     else:
         lines.append("No image plots in either revision.")
     if html is not None:

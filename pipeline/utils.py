@@ -103,6 +103,17 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    """A Markdown table as lines; cells are ``str()``-ed and their ``|`` escaped."""
+
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
 def write_json(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented, key-sorted JSON (stable diffs), atomically."""
     with atomic_file(path) as fh:
