@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from pipeline.params import Params, parse_params, read_yaml
+from pipeline.params import Params, parse_params, parse_yaml, read_yaml
 from pipeline.utils import PipelineError, log, setup_logging, write_json
 
 # The Kaggle "Tom and Jerry image classification" set: 5,478 frames, mostly 1280x720.
@@ -56,11 +56,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "set": [
             "data.image_size=224",
             "model.alpha=1.0",
+            # docs/kaggle.md's recipe for the real data (the Keras guide's), 5 + 5 epochs
             "transfer.epochs=5",
             "transfer.batch_size=32",
+            "transfer.learning_rate=1e-3",
             "transfer.patience=5",
             "finetune.epochs=5",
             "finetune.batch_size=32",
+            "finetune.learning_rate=1e-5",
+            "finetune.unfreeze_layers=30",
             "finetune.patience=5",
             "augmentation.flip=false",
             "augmentation.rotation=0",
@@ -87,7 +91,7 @@ def apply_overrides(raw: dict, assignments: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise PipelineError(f"--set {item!r}: {part} is not a section")
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = parse_yaml(value)
     return raw
 
 
