@@ -199,7 +199,7 @@ def bench_steps(params: Params, images: int, frame_side: int, work: Path) -> dic
         unfreeze_last,
     )
     from pipeline.prepare import prepare_images
-    from pipeline.training import extract_features
+    from pipeline.training import extract_features, inference_fn
     from pipeline.utils import seed_everything
 
     m, size = params.model, params.data.image_size
@@ -249,7 +249,7 @@ def bench_steps(params: Params, images: int, frame_side: int, work: Path) -> dic
     # Forward ceiling: inference on an in-memory batch.
     bt = params.transfer.batch_size
     xb, yb = batch(bt)
-    forward = tf.function(lambda x: model(x, training=False))
+    forward = inference_fn(model)
     steps = max(1, n // bt)
     results["forward"] = steps * bt / timed(lambda: [forward(xb) for _ in range(steps)][-1].numpy())
 
@@ -261,10 +261,11 @@ def bench_steps(params: Params, images: int, frame_side: int, work: Path) -> dic
     )
     # Transfer, base features once: the one pass over the images, then head epochs.
     features, head = split_at_features(model)
-    warm = Split(ready.paths[:65], labels[:65], classes, names[:65], prepared=True)
-    extract_features(features, warm, size)  # traces the full and the last, partial batch
+    warm = Split(ready.paths[: bt + 1], labels[: bt + 1], classes, names[: bt + 1], True)
+    forward_features = inference_fn(features)
+    extract_features(forward_features, warm, size, bt)  # traces a full and a partial batch
     start = time.perf_counter()
-    feats = extract_features(features, ready, size)
+    feats = extract_features(forward_features, ready, size, bt)
     results["features_once"] = n / (time.perf_counter() - start)
     compile_model(head, params.transfer.learning_rate)
     fds = (
