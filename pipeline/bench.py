@@ -157,14 +157,22 @@ class _EpochTimes:
         return Callback()
 
 
-def fit_rate(model: Any, ds: Any, n_images: int, epochs: int = 5) -> float:
-    """Training images/s of ``model.fit`` over ``ds`` (one epoch = ``n_images``).
+def fit_rates(
+    model: Any, datasets: list[Any], n_images: list[int], rounds: int = 3, epochs: int = 3
+) -> list[float]:
+    """Training images/s of ``model.fit`` over each dataset (one epoch = its ``n_images``).
 
-    The first epoch (graph tracing) is dropped; the median of the others is used.
+    The datasets take turns, ``rounds`` times, so that drift in the machine's speed affects
+    them alike; each fit's first epoch (graph tracing, pipeline start) is dropped and the
+    median epoch time of all rounds is used.
     """
-    timer = _EpochTimes()
-    model.fit(ds, epochs=epochs, verbose=0, callbacks=[timer], shuffle=False)
-    return n_images / float(np.median(timer.times[1:]))
+    times: list[list[float]] = [[] for _ in datasets]
+    for _ in range(rounds):
+        for ds, acc in zip(datasets, times, strict=True):
+            timer = _EpochTimes()
+            model.fit(ds, epochs=epochs, verbose=0, callbacks=[timer], shuffle=False)
+            acc.extend(timer.times[1:])
+    return [n / float(np.median(t)) for n, t in zip(n_images, times, strict=True)]
 
 
 def repeated_batch(x: np.ndarray, y: np.ndarray, steps: int) -> Any:
@@ -246,18 +254,19 @@ def bench_steps(params: Params, images: int, frame_side: int, work: Path) -> dic
         x = rng.integers(0, 256, (b, size, size, 3)).astype(np.float32)
         return x, rng.integers(0, len(classes), b).astype(np.int32)
 
-    # Forward ceiling: inference on an in-memory batch.
+    # Forward ceiling: inference on an in-memory batch, each result fetched as it would be.
     bt = params.transfer.batch_size
     xb, yb = batch(bt)
     forward = inference_fn(model)
     steps = max(1, n // bt)
-    results["forward"] = steps * bt / timed(lambda: [forward(xb) for _ in range(steps)][-1].numpy())
+    results["forward"] = steps * bt / timed(lambda: [forward(xb).numpy() for _ in range(steps)])
 
     # Transfer, whole model every step: in-memory batch vs epoch over prepared images.
     compile_model(model, params.transfer.learning_rate)
-    results["transfer_step"] = fit_rate(model, repeated_batch(xb, yb, steps), steps * bt)
-    results["transfer_epoch"] = fit_rate(
-        model, make_dataset(ready, size, bt, shuffle=True, seed=1), n
+    results["transfer_step"], results["transfer_epoch"] = fit_rates(
+        model,
+        [repeated_batch(xb, yb, steps), make_dataset(ready, size, bt, shuffle=True, seed=1)],
+        [steps * bt, n],
     )
     # Transfer, base features once: the one pass over the images, then head epochs.
     features, head = split_at_features(model)
@@ -273,7 +282,7 @@ def bench_steps(params: Params, images: int, frame_side: int, work: Path) -> dic
         .shuffle(n, seed=1)
         .batch(bt)
     )
-    results["head_epoch"] = fit_rate(head, fds, n)
+    (results["head_epoch"],) = fit_rates(head, [fds], [n], rounds=1, epochs=4)
 
     # Fine-tuning: the last layers of the base unfrozen.
     unfreeze_last(model, params.finetune.unfreeze_layers)
@@ -281,9 +290,10 @@ def bench_steps(params: Params, images: int, frame_side: int, work: Path) -> dic
     bf = params.finetune.batch_size
     xf, yf = batch(bf)
     steps = max(1, n // bf)
-    results["finetune_step"] = fit_rate(model, repeated_batch(xf, yf, steps), steps * bf)
-    results["finetune_epoch"] = fit_rate(
-        model, make_dataset(ready, size, bf, shuffle=True, seed=1), n
+    results["finetune_step"], results["finetune_epoch"] = fit_rates(
+        model,
+        [repeated_batch(xf, yf, steps), make_dataset(ready, size, bf, shuffle=True, seed=1)],
+        [steps * bf, n],
     )
     results["peak_rss_mb"] = peak_rss_mb()
     keras.backend.clear_session()
