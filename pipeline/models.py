@@ -9,7 +9,9 @@ The classifier takes ``(batch, size, size, 3)`` float32 pixels in ``[0, 255]`` a
 
 The base is always called with ``training=False`` so its BatchNorm layers stay in inference mode,
 also after some of its layers are unfrozen for fine-tuning (Keras guide "Transfer learning &
-fine-tuning"). Every layer is a built-in Keras layer, so saved models load in safe mode.
+fine-tuning"). Every layer is a built-in Keras layer, so saved models load in safe mode. Layers
+compute in the global Keras dtype policy (``train.mixed_precision``), except the softmax output
+layer, which always computes (and returns) float32.
 """
 
 from __future__ import annotations
@@ -133,7 +135,8 @@ def build_classifier(
     x = layers.Dropout(dropout, seed=seed + 10, name="dropout_1")(x)
     x = layers.Dense(dense_units, activation="relu", name="dense")(x)
     x = layers.Dropout(dropout, seed=seed + 11, name="dropout_2")(x)
-    outputs = layers.Dense(n_classes, activation="softmax", name="predictions")(x)
+    # float32 whatever the dtype policy: a float16 softmax loses small probabilities.
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name="classifier")
 
 
