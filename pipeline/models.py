@@ -176,6 +176,34 @@ def load_model(path: str | Path) -> keras.Model:
     return keras.saving.load_model(path, safe_mode=True)
 
 
+def _float32_policies(config: object) -> object:
+    """``config`` (a serialised model) with every dtype policy replaced by float32."""
+    if isinstance(config, list):
+        return [_float32_policies(c) for c in config]
+    if not isinstance(config, dict):
+        return config
+    if config.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):
+        return {**config, "config": {**config.get("config", {}), "name": "float32"}}
+    return {k: _float32_policies(v) for k, v in config.items()}
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """``model`` rebuilt with every layer computing in float32, holding the same weights.
+
+    For a model trained under a mixed-precision policy (``train.mixed_precision``), whose
+    float16/bfloat16 ops TFLite's built-in kernels cannot run. Returns ``model`` itself when all
+    its layers already compute in float32. Variables are float32 under every policy, so the
+    weights carry over unchanged.
+    """
+    config = keras.saving.serialize_keras_object(model)
+    converted = _float32_policies(config)
+    if converted == config:
+        return model
+    copy = keras.saving.deserialize_keras_object(converted, safe_mode=True)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def inference_model(model: keras.Model) -> keras.Model:
     """The classifier without its augmentation layer, sharing ``model``'s layers and weights.
 

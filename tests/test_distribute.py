@@ -217,7 +217,7 @@ def test_mirrored_strategy_on_one_device_runs_a_phase(tmp_path, monkeypatch):
 
 
 def test_mixed_precision_keeps_a_float32_softmax_and_loads_in_safe_mode(tmp_path):
-    from pipeline.models import build_base, build_classifier, load_model
+    from pipeline.models import build_base, build_classifier, float32_copy, load_model
     from pipeline.params import AugmentationParams
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16")  # Keras runs it on CPU
@@ -239,6 +239,13 @@ def test_mixed_precision_keeps_a_float32_softmax_and_loads_in_safe_mode(tmp_path
     loaded = load_model(tmp_path / "m.keras")
     assert loaded.get_layer("dense").compute_dtype == "bfloat16"
     np.testing.assert_allclose(loaded.predict(x, verbose=0), probs, atol=1e-6)
+    # The export stage's float32 copy (TFLite has no bfloat16 kernels): same weights, float32 ops.
+    copy = float32_copy(loaded)
+    assert {layer.compute_dtype for layer in copy._flatten_layers()} == {"float32"}
+    for a, b in zip(copy.get_weights(), loaded.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(copy.predict(x, verbose=0), probs, atol=2e-2)  # bfloat16: 3 digits
+    assert float32_copy(copy) is copy
 
 
 def get_compute_dtypes(model: keras.Model) -> set[str]:
