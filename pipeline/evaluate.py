@@ -90,10 +90,10 @@ def main(argv: list[str] | None = None) -> None:
                 raise PipelineError(f"{args.models / phase}/{name} not found: run `dvc repro`")
 
     from pipeline import plots
-    from pipeline.data import load_split, make_dataset
+    from pipeline.data import load_prepared, make_dataset
     from pipeline.models import load_model
 
-    test = load_split("test")
+    test = load_prepared("test", image_size=params.data.image_size)
     y_true = np.asarray(test.labels)
     metrics: dict = {"test_images": len(test)}
     matrices, preds = {}, {}
@@ -120,13 +120,12 @@ def main(argv: list[str] | None = None) -> None:
     metrics["finetune_gain"] = round(
         metrics["finetune"]["accuracy"] - metrics["transfer"]["accuracy"], 4
     )
-    root = Path("data/raw")
     write_csv(
         reports / "predictions.csv",
         ["path", "actual", "transfer", "transfer_confidence", "finetune", "finetune_confidence"],
         [
             [
-                Path(p).relative_to(root).as_posix() if Path(p).is_relative_to(root) else p,
+                name,
                 test.classes[y],
             ]
             + [
@@ -137,11 +136,13 @@ def main(argv: list[str] | None = None) -> None:
                     round(float(preds[ph][i].max()), 4),
                 )
             ]
-            for i, (p, y) in enumerate(zip(test.paths, y_true, strict=True))
+            for i, (name, y) in enumerate(zip(test.names, y_true, strict=True))
         ],
     )
     histories = {ph: read_csv(reports / "history" / f"{ph}.csv") for ph in PHASES}
-    baseline = diagnosis.majority_baseline(load_split("train").labels)
+    baseline = diagnosis.majority_baseline(
+        load_prepared("train", image_size=params.data.image_size).labels
+    )
     diagnoses = [
         diagnosis.diagnose_phase(
             histories[ph],

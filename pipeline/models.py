@@ -204,6 +204,29 @@ def float32_copy(model: keras.Model) -> keras.Model:
     return copy
 
 
+HEAD_LAYERS = ("dropout_1", "dense", "dropout_2", "predictions")
+
+
+def split_at_features(model: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """Cut a classifier after its pooling layer into ``(features, head)`` sharing its layers.
+
+    ``features`` maps ``(batch, size, size, 3)`` pixels to ``(batch, d)`` pooled base features
+    in inference mode (no augmentation); ``head`` maps ``(batch, d)`` features to
+    ``(batch, n_classes)`` probabilities. ``head(features(x))`` is ``model(x)`` without
+    augmentation, and training ``head`` trains ``model``'s head.
+    """
+    inputs = keras.Input(shape=model.input_shape[1:], name="image")
+    x = model.get_layer("preprocessing")(inputs)
+    x = get_base(model)(x, training=False)
+    pooled = model.get_layer("pool")(x)
+    features = keras.Model(inputs, pooled, name="base_features")
+    head_in = keras.Input(shape=pooled.shape[1:], name="features")
+    h = head_in
+    for name in HEAD_LAYERS:
+        h = model.get_layer(name)(h)
+    return features, keras.Model(head_in, h, name="head")
+
+
 def inference_model(model: keras.Model) -> keras.Model:
     """The classifier without its augmentation layer, sharing ``model``'s layers and weights.
 

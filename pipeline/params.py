@@ -179,6 +179,18 @@ class AugmentationParams(_Section):
     contrast: float = Field(0.1, ge=0, lt=1)
     brightness: float = Field(0.1, ge=0, lt=1)
 
+    @property
+    def enabled(self) -> bool:
+        """Whether any augmentation is switched on."""
+        return bool(
+            self.flip
+            or self.rotation
+            or self.zoom
+            or self.translation
+            or self.contrast
+            or self.brightness
+        )
+
 
 class PhaseParams(_Section):
     """One training phase (Adam, EarlyStopping on val loss)."""
@@ -187,6 +199,26 @@ class PhaseParams(_Section):
     batch_size: int = Field(16, ge=1, le=4096)
     learning_rate: float = Field(0.01, gt=0, le=1)
     patience: int = Field(5, ge=1, le=10_000, description="EarlyStopping patience, epochs")
+
+
+class TransferParams(PhaseParams):
+    """The transfer phase; ``base_features`` says how the frozen base is run.
+
+    ``once``: the base's pooled features of every train and val image are computed once and
+    the head trains on them, ~``epochs`` times fewer base forward passes; the trained weights are
+    those of a whole-model run up to float round-off when augmentation is off. With augmentation
+    on, the head then trains on un-augmented images (augmentation still applies in fine-tuning).
+    ``every_epoch``: the whole model, augmentation included, runs on every batch.
+    ``auto``: ``once`` when augmentation is off, else ``every_epoch``.
+    """
+
+    base_features: Literal["auto", "once", "every_epoch"] = "auto"
+
+    def features_once(self, augmentation: AugmentationParams) -> bool:
+        """Whether this phase computes the base features once (see the class docstring)."""
+        if self.base_features == "auto":
+            return not augmentation.enabled
+        return self.base_features == "once"
 
 
 class FinetuneParams(PhaseParams):
@@ -295,7 +327,7 @@ class Params(_Section):
     model: ModelParams = ModelParams()
     pretrain: PretrainParams = PretrainParams()
     augmentation: AugmentationParams = AugmentationParams()
-    transfer: PhaseParams = PhaseParams()
+    transfer: TransferParams = TransferParams()
     finetune: FinetuneParams = FinetuneParams()
     train: TrainParams = TrainParams()
     diagnosis: DiagnosisParams = DiagnosisParams()

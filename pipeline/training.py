@@ -8,13 +8,15 @@ phases: fine-tuning continues where transfer learning stopped.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from pipeline.data import Split, load_split, make_dataset
+from pipeline.data import PREPARED_DIR, Split, load_prepared, make_dataset
 from pipeline.live import LIVE_DIR, LiveMetrics
 from pipeline.utils import log, write_csv
 
@@ -50,14 +52,59 @@ def load_train_val(
     batch_size: int,
     seed: int,
     split_dir: str | Path = "data/split",
-    data_dir: str | Path = "data/raw",
-) -> tuple[Split, object, object]:
-    """The train split and the shuffled-train / ordered-val datasets for a phase."""
-    train = load_split("train", split_dir, data_dir)
-    val = load_split("val", split_dir, data_dir)
+    prepared_dir: str | Path = PREPARED_DIR,
+) -> tuple[Split, tf.data.Dataset, tf.data.Dataset]:
+    """The train split and the shuffled-train / ordered-val datasets of prepared images."""
+    train = load_prepared("train", prepared_dir, split_dir, image_size)
+    val = load_prepared("val", prepared_dir, split_dir, image_size)
     train_ds = make_dataset(train, image_size, batch_size, shuffle=True, seed=seed)
     val_ds = make_dataset(val, image_size, batch_size)
     return train, train_ds, val_ds
+
+
+def extract_features(
+    features: keras.Model, split: Split, image_size: int, batch_size: int = 64
+) -> np.ndarray:
+    """``features`` applied once to every image of ``split``, in order: ``(n, *feature_shape)``."""
+    ds = make_dataset(split, image_size, batch_size)
+    return features.predict(ds, verbose=0)
+
+
+def feature_datasets(
+    features: keras.Model,
+    image_size: int,
+    batch_size: int,
+    seed: int,
+    split_dir: str | Path = "data/split",
+    prepared_dir: str | Path = PREPARED_DIR,
+) -> tuple[Split, tf.data.Dataset, tf.data.Dataset]:
+    """Like :func:`load_train_val`, with ``features`` computed once instead of images.
+
+    The train features are shuffled the way :func:`load_train_val` shuffles the images (same
+    seed, same order), so a head trained on them sees the batches a whole model would.
+    """
+    train = load_prepared("train", prepared_dir, split_dir, image_size)
+    val = load_prepared("val", prepared_dir, split_dir, image_size)
+    start = time.perf_counter()
+    f_train = extract_features(features, train, image_size)
+    f_val = extract_features(features, val, image_size)
+    seconds = time.perf_counter() - start
+    n = len(train) + len(val)
+    log.info(
+        "base features of %d images computed once in %.1f s (%.0f images/s), %s each",
+        n,
+        seconds,
+        n / max(seconds, 1e-9),
+        "x".join(map(str, f_train.shape[1:])),
+    )
+
+    def dataset(x: np.ndarray, split: Split, shuffle: bool) -> tf.data.Dataset:
+        ds = tf.data.Dataset.from_tensor_slices((x, np.asarray(split.labels, np.int32)))
+        if shuffle:
+            ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    return train, dataset(f_train, train, True), dataset(f_val, val, False)
 
 
 def _steps(model: keras.Model) -> int:
@@ -85,6 +132,17 @@ class PhaseTensorBoard(keras.callbacks.TensorBoard):
         self._pop_writer()
 
 
+class _Checkpoint(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint that saves ``target`` (a model sharing the fitted model's layers)."""
+
+    def __init__(self, target: keras.Model, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.target = target
+
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(self.target)
+
+
 def fit_phase(
     model: keras.Model,
     train_ds: object,
@@ -97,13 +155,15 @@ def fit_phase(
     work_dir: Path,
     log_dir: Path,
     step_offset: int = 0,
+    checkpoint: keras.Model | None = None,
     strategy: object | None = None,
 ) -> tuple[list[list], PhaseResult]:
     """Train ``model`` for up to ``epochs`` epochs after ``initial_epoch``; return history rows.
 
-    ``work_dir`` receives ``best.weights.h5`` (ModelCheckpoint); ``log_dir`` the TensorBoard
-    logs, whose optimizer-step axis starts after ``step_offset`` earlier steps. On return the
-    model holds the weights of the best epoch.
+    ``work_dir`` receives ``best.weights.h5``, the weights of ``checkpoint`` (default: ``model``;
+    give the classifier when ``model`` is a head sharing its layers) at the best epoch so far;
+    ``log_dir`` the TensorBoard logs, whose optimizer-step axis starts after ``step_offset``
+    earlier steps. On return the model holds the weights of the best epoch.
 
     ``strategy`` is the ``tf.distribute`` strategy ``model`` was built and compiled under
     (:func:`pipeline.distribute.setup`; ``None``: the default one). Under
@@ -121,7 +181,8 @@ def fit_phase(
     callbacks = [
         early,
         LiveMetrics(live, max_epoch=initial_epoch + epochs),
-        keras.callbacks.ModelCheckpoint(
+        _Checkpoint(
+            checkpoint or model,
             work_dir / "best.weights.h5",
             monitor="val_loss",
             save_best_only=True,

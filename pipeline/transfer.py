@@ -1,11 +1,15 @@
 """Stage ``transfer``: train a new head on the frozen pretrained base.
 
 Reads ``seed``, ``data.image_size``, ``model.*``, ``augmentation.*``, ``transfer.*`` and
-``train.*`` (distribution, precision; see :mod:`pipeline.distribute`).
-Writes ``models/transfer/`` (``model.keras``: the classifier at its best epoch;
-``best.weights.h5``: the ModelCheckpoint; ``state.json``: epochs run and best epoch),
+``train.*`` (distribution, precision; see :mod:`pipeline.distribute`), and the prepared images of
+``data/prepared``. Writes ``models/transfer/`` (``model.keras``: the classifier at its best epoch;
+``best.weights.h5``: its checkpoint; ``state.json``: epochs run, best epoch and how the base ran),
 ``reports/history/transfer.csv`` (one row per epoch) and TensorBoard logs in ``logs/transfer``;
 in a multi-worker run only the chief writes them.
+
+With ``transfer.base_features`` resolving to ``once`` (``auto`` without augmentation), the frozen
+base runs once over the train and val images and the head trains on the pooled features
+(:func:`pipeline.models.split_at_features`); otherwise the whole model runs on every batch.
 
 Usage: ``python -m pipeline.transfer [--params params.yaml]``
 """
@@ -33,26 +37,41 @@ def main(argv: list[str] | None = None) -> None:
         raise PipelineError(f"{args.weights} not found: run the download_weights stage first")
 
     from pipeline import distribute
-    from pipeline.models import build_base, build_classifier, compile_model
-    from pipeline.training import fit_phase, load_train_val, write_history
+    from pipeline.data import load_prepared
+    from pipeline.models import build_base, build_classifier, compile_model, split_at_features
+    from pipeline.training import feature_datasets, fit_phase, load_train_val, write_history
 
     strategy = distribute.setup(params.train, params.seed)
     m, cfg, size = params.model, params.transfer, params.data.image_size
+    once = cfg.features_once(params.augmentation)
     batch = distribute.global_batch_size(cfg.batch_size, strategy)
-    train, train_ds, val_ds = load_train_val(size, batch, params.seed)
+    classes = load_prepared("train", image_size=size).classes  # fails fast if not prepared
     with strategy.scope():
         base = build_base(m.architecture, m.alpha, size, weights=args.weights)
         model = build_classifier(
             base,
             m.architecture,
             size,
-            len(train.classes),
+            len(classes),
             aug=params.augmentation,
             seed=params.seed,
             dense_units=m.dense_units,
             dropout=m.dropout,
         )
-        compile_model(model, distribute.learning_rate(cfg.learning_rate, params.train, strategy))
+        if once:
+            features, trained = split_at_features(model)
+        else:
+            trained = model
+        compile_model(trained, distribute.learning_rate(cfg.learning_rate, params.train, strategy))
+    if once:
+        if params.augmentation.enabled:
+            log.warning(
+                "transfer.base_features is 'once': the head trains on un-augmented images "
+                "(augmentation applies in fine-tuning only)"
+            )
+        _, train_ds, val_ds = feature_datasets(features, size, batch, params.seed)
+    else:
+        _, train_ds, val_ds = load_train_val(size, batch, params.seed)
     log.info(
         "transfer: %d trainable / %d total parameters",
         sum(int(w.numpy().size) for w in model.trainable_weights),
@@ -60,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     with distribute.output_dirs(strategy, args.out, args.logs) as (tmp, tb):
         rows, result = fit_phase(
-            model,
+            trained,
             train_ds,
             val_ds,
             phase="transfer",
@@ -69,10 +88,12 @@ def main(argv: list[str] | None = None) -> None:
             patience=cfg.patience,
             work_dir=tmp,
             log_dir=tb,
+            checkpoint=model,
             strategy=strategy,
         )
         model.save(tmp / "model.keras")
-        write_json(tmp / "state.json", result.to_dict())
+        state = result.to_dict() | {"base_features": "once" if once else "every_epoch"}
+        write_json(tmp / "state.json", state)
         if distribute.is_chief(strategy):
             write_history(args.history, rows)
 

@@ -12,6 +12,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,14 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated
 
 
+def _stage_name(main: Callable[[], None]) -> str:
+    module = main.__module__
+    if module == "__main__":  # python -m pipeline.<stage>
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec else Path(sys.argv[0]).stem
+    return module.rpartition(".")[2]
+
+
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's ``main`` and turn expected failures into a one-line message and exit 1.
 
@@ -172,8 +181,10 @@ def run_stage(main: Callable[[], None]) -> None:
 
     setup_logging()
     signal.signal(signal.SIGTERM, _on_sigterm)
+    start = time.perf_counter()
     try:
         main()
+        log.info("%s finished in %.1f s", _stage_name(main), time.perf_counter() - start)
     except (PipelineError, ParamsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -24,11 +24,11 @@ from tests.e2e import venv_env
 
 pytestmark = pytest.mark.slow
 
-# Images per class: 9 train, 3 val. 35 train images in all, one global batch of up to
+# Images per class: 9 train, 2 val, 1 test. 35 train images in all, one global batch of up to
 # 2 x 20 per epoch: each step sees the same images in both runs whatever the shuffle order (the
 # order in which Model.fit and the strategy.run loop meet the shuffled batches differs after the
 # first epoch), and the batch is split unevenly between the workers.
-TRAIN_PER_CLASS, VAL_PER_CLASS, DROP_ONE_TRAIN = 9, 3, True
+TRAIN_PER_CLASS, VAL_PER_CLASS, DROP_ONE_TRAIN = 9, 2, True
 PER_REPLICA_BATCH, WORKERS, EPOCHS = 20, 2, 6
 TIMEOUT_S = 240
 # Both runs take the same steps on the same global batches from the same initial weights, with
@@ -54,16 +54,17 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _workspace(path: Path, raw: Path, params: dict, base_weights: Path) -> Path:
-    """A folder with params.yaml, data/raw, data/split and models/base.weights.h5."""
+    """A folder with params.yaml, data/raw, data/split, data/prepared, models/base.weights.h5."""
     shutil.copytree(raw, path / "data" / "raw")
     split = path / "data" / "split"
     split.mkdir(parents=True)
     classes = sorted(p.name for p in raw.iterdir() if p.is_dir())
-    rows = {"train": [], "val": []}
+    rows = {"train": [], "val": [], "test": []}
     for c in classes:
         files = sorted(p.name for p in (raw / c).iterdir())
         rows["train"] += [(f"{c}/{f}", c) for f in files[:TRAIN_PER_CLASS]]
         rows["val"] += [(f"{c}/{f}", c) for f in files[TRAIN_PER_CLASS:][:VAL_PER_CLASS]]
+        rows["test"] += [(f"{c}/{f}", c) for f in files[TRAIN_PER_CLASS + VAL_PER_CLASS :]]
     if DROP_ONE_TRAIN:
         rows["train"].pop()
     for name, items in rows.items():
@@ -73,6 +74,13 @@ def _workspace(path: Path, raw: Path, params: dict, base_weights: Path) -> Path:
     (path / "models").mkdir()
     shutil.copy2(base_weights, path / "models" / "base.weights.h5")
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    from pipeline.prepare import main as prepare
+
+    prepare(
+        [f"--{k}={path / v}" for k, v in
+         (("params", "params.yaml"), ("split", "data/split"), ("data", "data/raw"),
+          ("out", "data/prepared"))]
+    )  # fmt: skip
     return path
 
 

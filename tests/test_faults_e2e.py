@@ -165,7 +165,7 @@ def test_killed_rerun_completes_on_the_next_repro(repo: Path):
         out = run(["dvc", "repro"], repo, env=_env()).stdout
         ran = stages_run(out)
         assert ran[:2] == ["finetune", "evaluate"]  # and the stages after them, nothing before
-        assert not {"download_data", "download_weights", "split", "transfer"} & set(ran)
+        assert not {"download_data", "download_weights", "split", "prepare", "transfer"} & set(ran)
         assert _leftovers(repo) == []
         assert "up to date" in run(["dvc", "status"], repo, env=_env()).stdout
     finally:

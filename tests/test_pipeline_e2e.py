@@ -19,6 +19,7 @@ ALL_STAGES = [
     "download_data",
     "download_weights",
     "split",
+    "prepare",
     "transfer",
     "finetune",
     "evaluate",
@@ -45,6 +46,13 @@ def test_outputs(repo: Path):
         "test.csv",
         "classes.json",
     }
+    prepared = json.loads((repo / "data/prepared/prepared.json").read_text())
+    assert prepared["image_size"] == 32
+    arrays = sorted((repo / "data/prepared").rglob("*.npy"))
+    assert len(arrays) == sum(s["images"] for s in prepared["splits"].values()) == 48
+    assert np.load(arrays[0]).shape == (32, 32, 3)
+    state = json.loads((repo / "models/transfer/state.json").read_text())
+    assert state["base_features"] == "every_epoch"  # tiny params keep augmentation on
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     for phase in ("transfer", "finetune"):
         m = metrics[phase]
@@ -102,6 +110,31 @@ def test_up_to_date_after_repro(repo: Path):
     assert "up to date" in status
     out = run(["dvc", "repro"], repo).stdout
     assert stages_run(out) == []
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "first"),
+    [
+        ("data.image_size", 40, "prepare"),
+        ("transfer.base_features", "once", "transfer"),
+        ("split.val", 0.25, "split"),
+    ],
+)
+def test_param_change_would_rerun_its_stage_and_what_follows(repo: Path, key, value, first):
+    """``dvc repro --dry``: what a change of one param reruns, without running it."""
+    params_file = repo / "params.yaml"
+    good = params_file.read_text()
+    params = yaml.safe_load(good)
+    section, name = key.split(".")
+    params[section][name] = value
+    if key == "split.val":
+        params["split"]["train"] = 0.65
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        out = run(["dvc", "repro", "--dry"], repo).stdout
+    finally:
+        params_file.write_text(good)
+    assert stages_run(out) == ALL_STAGES[ALL_STAGES.index(first) :]
 
 
 def test_finetune_param_reruns_only_finetune_and_what_follows(repo: Path):

@@ -1,0 +1,496 @@
+"""Benchmarks: where an epoch's time goes, and how long the whole pipeline takes.
+
+``python -m pipeline.bench steps`` measures, in one process, on the model and image size of
+``params.yaml`` (``--set key=value`` overrides any param) and on freshly drawn frames:
+
+* the **forward** pass on an in-memory batch: the model's ceiling, images/s;
+* the **input pipeline**: decoding and resizing the frames (what a naive pipeline pays every
+  epoch), and reading the prepared arrays (what an epoch pays here);
+* the **transfer** phase: a training step of the whole model on an in-memory batch (the model's
+  own step throughput) against an epoch over the prepared images; and the base features computed
+  once, then a head epoch on them;
+* the **fine-tune** phase: its step throughput against an epoch over the prepared images;
+* the peak resident memory of the process.
+
+Each rate is printed with its ratio to the forward ceiling; each epoch also as a ratio to its
+own step throughput (``>= 0.9`` means the input pipeline is not the bottleneck). Weights are
+random: speed does not depend on their values.
+
+``python -m pipeline.bench repro`` times a whole ``dvc repro`` in a throw-away copy of the
+project on a generated dataset of a given size (``--preset tom-and-jerry``: 5,480 frames with a
+720 px short side, MobileNetV2 1.0 at 224 px, 5 + 5 epochs), the peak memory of any stage, and
+then the no-op ``dvc repro``.
+
+Results go to stdout and, with ``--out``, to a JSON file. ``docs/benchmarks.md`` has the numbers
+of this machine and how to reproduce them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from pipeline.params import Params, parse_params, read_yaml
+from pipeline.utils import PipelineError, log, setup_logging, write_json
+
+# The Kaggle "Tom and Jerry image classification" set: 5,478 frames, mostly 1280x720.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tom-and-jerry": {
+        "images_per_class": 1370,
+        "frame_side": 720,
+        "set": [
+            "data.image_size=224",
+            "model.alpha=1.0",
+            "transfer.epochs=5",
+            "transfer.batch_size=32",
+            "transfer.patience=5",
+            "finetune.epochs=5",
+            "finetune.batch_size=32",
+            "finetune.patience=5",
+            "augmentation.flip=false",
+            "augmentation.rotation=0",
+            "augmentation.zoom=0",
+            "augmentation.translation=0",
+            "augmentation.contrast=0",
+            "augmentation.brightness=0",
+        ],
+    }
+}
+PROJECT_FILES = ("pipeline", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore")
+
+
+def apply_overrides(raw: dict, assignments: list[str]) -> dict:
+    """``key.sub=value`` assignments (values parsed as YAML) applied to a params mapping."""
+    raw = json.loads(json.dumps(raw))  # deep copy
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise PipelineError(f"--set {item!r}: expected key=value, e.g. data.image_size=224")
+        *parents, leaf = key.split(".")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise PipelineError(f"--set {item!r}: {part} is not a section")
+        node[leaf] = yaml.safe_load(value)
+    return raw
+
+
+def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    """Peak resident set size of this process (or its largest waited-for child), MiB."""
+    return round(resource.getrusage(who).ru_maxrss / 1024, 1)
+
+
+def machine() -> dict[str, Any]:
+    import tensorflow as tf
+
+    return {
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "gpus": len(tf.config.list_physical_devices("GPU")),
+    }
+
+
+def draw_frames(out: Path, n: int, side: int, seed: int) -> list[tuple[str, int]]:
+    """``n`` generated frames (JPEG, short side ``side``) in ``out/<class>/``; (path, label)."""
+    from pipeline.sources.sample import SampleSource
+
+    params = parse_params(
+        {
+            "seed": seed,
+            "data": {
+                "sample": {
+                    "images_per_class": max(10, -(-n // 4)),
+                    "min_side": side,
+                    "max_side": side,
+                }
+            },
+        }
+    )
+    SampleSource(params).fetch(out)
+    classes = sorted(p.name for p in out.iterdir())
+    files = [(str(f), k) for k, c in enumerate(classes) for f in sorted((out / c).glob("*.jpg"))]
+    return files[:n]
+
+
+class _EpochTimes:
+    """Wall time of each epoch of a ``Model.fit`` call, s."""
+
+    def __new__(cls) -> Any:
+        import keras
+
+        class Callback(keras.callbacks.Callback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.times: list[float] = []
+
+            def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+                self._start = time.perf_counter()
+
+            def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+                self._end = time.perf_counter()
+
+            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                self.times.append(self._end - self._start)
+
+        return Callback()
+
+
+def fit_rate(model: Any, ds: Any, n_images: int, epochs: int = 5) -> float:
+    """Training images/s of ``model.fit`` over ``ds`` (one epoch = ``n_images``).
+
+    The first epoch (graph tracing) is dropped; the median of the others is used.
+    """
+    timer = _EpochTimes()
+    model.fit(ds, epochs=epochs, verbose=0, callbacks=[timer], shuffle=False)
+    return n_images / float(np.median(timer.times[1:]))
+
+
+def repeated_batch(x: np.ndarray, y: np.ndarray, steps: int) -> Any:
+    """One in-memory batch, ``steps`` times: a dataset that costs nothing to read."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensors((x, y)).repeat(steps)
+
+
+def timed(fn: Callable[[], Any], repeats: int = 3) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls after one warm-up call, s."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def bench_steps(params: Params, images: int, frame_side: int, work: Path) -> dict[str, Any]:
+    """Run the step benchmarks of the module docstring; return rates in images/s."""
+    import keras
+    import tensorflow as tf
+
+    from pipeline.data import Split, make_dataset, prepared_path
+    from pipeline.models import (
+        build_base,
+        build_classifier,
+        compile_model,
+        split_at_features,
+        unfreeze_last,
+    )
+    from pipeline.prepare import prepare_images
+    from pipeline.training import extract_features
+    from pipeline.utils import seed_everything
+
+    m, size = params.model, params.data.image_size
+    seed_everything(params.seed)
+    log.info("drawing %d frames (short side %d px)", images, frame_side)
+    files = draw_frames(work / "raw", images, frame_side, params.seed)
+    paths, labels = [p for p, _ in files], [y for _, y in files]
+    names = [Path(p).relative_to(work / "raw").as_posix() for p in paths]
+    classes = sorted({Path(n).parts[0] for n in names})
+    raw = Split(paths, labels, classes, names)
+    n = len(raw)
+    results: dict[str, Any] = {"images": n, "frame_side": frame_side}
+
+    def consume(ds: tf.data.Dataset) -> None:
+        for _ in ds:
+            pass
+
+    # Input pipeline: decoding every epoch (naive) vs decoding once, then reading arrays.
+    results["decode"] = n / timed(lambda: consume(make_dataset(raw, size, 32)), 1)
+    start = time.perf_counter()
+    prepare_images(paths, names, work / "prepared", size)
+    results["prepare"] = n / (time.perf_counter() - start)
+    ready = Split(
+        [str(prepared_path(work / "prepared", x)) for x in names], labels, classes, names, True
+    )
+    results["read_prepared"] = n / timed(
+        lambda: consume(make_dataset(ready, size, 32, shuffle=True, seed=1)), 2
+    )
+
+    base = build_base(m.architecture, m.alpha, size)
+    model = build_classifier(
+        base,
+        m.architecture,
+        size,
+        len(classes),
+        aug=params.augmentation,
+        seed=params.seed,
+        dense_units=m.dense_units,
+        dropout=m.dropout,
+    )
+    rng = np.random.default_rng(0)
+
+    def batch(b: int) -> tuple[np.ndarray, np.ndarray]:
+        x = rng.integers(0, 256, (b, size, size, 3)).astype(np.float32)
+        return x, rng.integers(0, len(classes), b).astype(np.int32)
+
+    # Forward ceiling: inference on an in-memory batch.
+    bt = params.transfer.batch_size
+    xb, yb = batch(bt)
+    forward = tf.function(lambda x: model(x, training=False))
+    steps = max(1, n // bt)
+    results["forward"] = steps * bt / timed(lambda: [forward(xb) for _ in range(steps)][-1].numpy())
+
+    # Transfer, whole model every step: in-memory batch vs epoch over prepared images.
+    compile_model(model, params.transfer.learning_rate)
+    results["transfer_step"] = fit_rate(model, repeated_batch(xb, yb, steps), steps * bt)
+    results["transfer_epoch"] = fit_rate(
+        model, make_dataset(ready, size, bt, shuffle=True, seed=1), n
+    )
+    # Transfer, base features once: the one pass over the images, then head epochs.
+    features, head = split_at_features(model)
+    warm = Split(ready.paths[:65], labels[:65], classes, names[:65], prepared=True)
+    extract_features(features, warm, size)  # traces the full and the last, partial batch
+    start = time.perf_counter()
+    feats = extract_features(features, ready, size)
+    results["features_once"] = n / (time.perf_counter() - start)
+    compile_model(head, params.transfer.learning_rate)
+    fds = (
+        tf.data.Dataset.from_tensor_slices((feats, np.asarray(labels, np.int32)))
+        .shuffle(n, seed=1)
+        .batch(bt)
+    )
+    results["head_epoch"] = fit_rate(head, fds, n)
+
+    # Fine-tuning: the last layers of the base unfrozen.
+    unfreeze_last(model, params.finetune.unfreeze_layers)
+    compile_model(model, params.finetune.learning_rate)
+    bf = params.finetune.batch_size
+    xf, yf = batch(bf)
+    steps = max(1, n // bf)
+    results["finetune_step"] = fit_rate(model, repeated_batch(xf, yf, steps), steps * bf)
+    results["finetune_epoch"] = fit_rate(
+        model, make_dataset(ready, size, bf, shuffle=True, seed=1), n
+    )
+    results["peak_rss_mb"] = peak_rss_mb()
+    keras.backend.clear_session()
+    return results
+
+
+STEP_ROWS = (
+    ("forward", "forward pass, in-memory batch (ceiling)", None),
+    ("decode", "decode + resize the frames (naive: every epoch)", None),
+    ("prepare", "prepare stage: decode + resize + write, once", None),
+    ("read_prepared", "read prepared arrays (tf.data, shuffled)", None),
+    ("transfer_step", "transfer step, whole model, in-memory batch", None),
+    ("transfer_epoch", "transfer epoch, whole model, prepared images", "transfer_step"),
+    ("features_once", "transfer: base features once, prepared images", "forward"),
+    ("head_epoch", "transfer: head epoch on the features", None),
+    ("finetune_step", "fine-tune step, in-memory batch", None),
+    ("finetune_epoch", "fine-tune epoch, prepared images", "finetune_step"),
+)
+
+
+def format_steps(r: dict[str, Any], setup: str) -> str:
+    lines = [
+        f"{setup}; {r['images']} frames, short side {r['frame_side']} px",
+        f"{'measure':<50} {'images/s':>10} {'x forward':>10}  vs. own step",
+    ]
+    for key, label, ref in STEP_ROWS:
+        rate = r[key]
+        vs = ""
+        if ref:
+            ratio = rate / r[ref]
+            vs = f"{ratio:.2f} x {ref} ({'ok' if ratio >= 0.9 else 'below'} 0.9)"
+        lines.append(f"{label:<50} {rate:>10.0f} {rate / r['forward']:>10.2f}  {vs}")
+    lines.append(f"peak RSS: {r['peak_rss_mb']:.0f} MiB")
+    return "\n".join(lines)
+
+
+def make_project(dest: Path, params: dict, root: Path) -> Path:
+    """Copy the project (code, dvc.yaml) into a new git + DVC repo at ``dest``."""
+    dest.mkdir(parents=True)
+    for name in PROJECT_FILES:
+        src = root / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.is_file():
+            shutil.copy2(src, dest / name)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "config", "user.email", "bench@localhost"],
+        ["git", "config", "user.name", "bench"],
+        ["dvc", "init", "-q"],
+        ["dvc", "config", "core.analytics", "false"],
+        ["dvc", "config", "core.check_update", "false"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "benchmark"],
+    ):
+        subprocess.run(cmd, cwd=dest, check=True, capture_output=True, env=_env())
+    return dest
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+def dataset_for(work: Path, images_per_class: int, side: int, seed: int) -> Path:
+    """The generated dataset for a repro benchmark, drawn once and reused from ``work``."""
+    spec = {"images_per_class": images_per_class, "side": side, "seed": seed}
+    data = work / "dataset"
+    stamp = work / "dataset.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == spec and data.is_dir():
+        log.info("reusing the generated dataset in %s", data)
+        return data
+    shutil.rmtree(data, ignore_errors=True)
+    start = time.perf_counter()
+    log.info("drawing %d frames per class (short side %d px)", images_per_class, side)
+    draw_frames(data, images_per_class * 4, side, seed)
+    log.info("drew the dataset in %.0f s", time.perf_counter() - start)
+    stamp.write_text(json.dumps(spec))
+    return data
+
+
+def bench_repro(
+    raw: dict, images_per_class: int, frame_side: int, work: Path, root: Path
+) -> dict[str, Any]:
+    """Time ``dvc repro`` (then a no-op one) of the project at ``root`` on generated frames."""
+    params = parse_params(raw)
+    data = dataset_for(work, images_per_class, frame_side, params.seed)
+    weights = work / "base-random.weights.h5"
+    m = params.model
+    if not weights.is_file():  # random weights: speed does not depend on their values
+        from pipeline.models import build_base
+
+        build_base(m.architecture, m.alpha, None).save_weights(weights)
+    raw = apply_overrides(
+        raw,
+        [
+            "data.source=local",
+            f"data.path={data}",
+            "model.weights=file",
+            f"model.weights_path={weights}",
+        ],
+    )
+    parse_params(raw)
+    project = work / "project"
+    shutil.rmtree(project, ignore_errors=True)
+    make_project(project, raw, root)
+    log.info("dvc repro in %s", project)
+    start = time.perf_counter()
+    proc = subprocess.run(["dvc", "repro"], cwd=project, env=_env(), capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise PipelineError(f"dvc repro failed:\n{proc.stderr[-3000:]}")
+    output = proc.stdout + proc.stderr
+    stages = {
+        name: float(sec)
+        for name, sec in re.findall(r"pipeline: (\w+) finished in ([\d.]+) s", output)
+    }
+    rss = peak_rss_mb(resource.RUSAGE_CHILDREN)
+    noop = []
+    for _ in range(3):
+        start = time.perf_counter()
+        again = subprocess.run(
+            ["dvc", "repro"], cwd=project, env=_env(), capture_output=True, text=True, check=True
+        )
+        noop.append(time.perf_counter() - start)
+        if "Running stage" in again.stdout:
+            raise PipelineError(f"the second dvc repro ran stages:\n{again.stdout[-2000:]}")
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    return {
+        "images": sum(1 for _ in (project / "data/prepared").rglob("*.npy")),
+        "frame_side": frame_side,
+        "repro_s": round(wall, 1),
+        "stages_s": stages,
+        "peak_rss_mb": rss,
+        "noop_repro_s": round(float(np.median(noop)), 2),
+        "test_accuracy": metrics["finetune"]["accuracy"],
+    }
+
+
+def format_repro(r: dict[str, Any], setup: str) -> str:
+    lines = [f"{setup}; {r['images']} frames, short side {r['frame_side']} px"]
+    lines.append(f"dvc repro: {r['repro_s']:.0f} s ({r['repro_s'] / 60:.1f} min)")
+    for name, sec in r["stages_s"].items():
+        lines.append(f"  {name:<18} {sec:>7.1f} s")
+    lines.append(f"peak RSS of any stage: {r['peak_rss_mb']:.0f} MiB")
+    lines.append(f"no-op dvc repro: {r['noop_repro_s']:.2f} s")
+    return "\n".join(lines)
+
+
+def describe(params: Params) -> str:
+    m = params.model
+    alpha = f" {m.alpha}" if m.architecture.startswith("mobilenet") else ""
+    return (
+        f"{m.architecture}{alpha} at {params.data.image_size} px, batch "
+        f"{params.transfer.batch_size}/{params.finetune.batch_size}, last "
+        f"{params.finetune.unfreeze_layers} layers fine-tuned"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("steps", "repro"))
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--preset", choices=sorted(PRESETS))
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a param"
+    )
+    parser.add_argument("--images", type=int, help="steps: frames to draw (default 256)")
+    parser.add_argument("--images-per-class", type=int, help="repro: frames per class (4 classes)")
+    parser.add_argument("--frame-side", type=int, help="short side of the frames, px")
+    parser.add_argument(
+        "--work", type=Path, help="working folder (repro: reused for the dataset; default: temp)"
+    )
+    parser.add_argument("--out", type=Path, help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    preset = PRESETS.get(args.preset or "", {})
+    try:
+        raw = apply_overrides(read_yaml(args.params) or {}, preset.get("set", []) + args.set)
+        params = parse_params(raw, f"{args.params} with the overrides")
+    except Exception as exc:  # ParamsError, PipelineError, YAML errors: one line each
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    side = args.frame_side or preset.get("frame_side", 720)
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    setup = describe(params)
+    try:
+        if args.what == "steps":
+            with tempfile.TemporaryDirectory(dir=work) as tmp:
+                result = bench_steps(params, args.images or 256, side, Path(tmp))
+            text = format_steps(result, setup)
+        else:
+            per_class = args.images_per_class or preset.get("images_per_class", 250)
+            result = bench_repro(raw, per_class, side, work, Path.cwd())
+            text = format_repro(result, setup)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if args.work is None and args.what == "steps":
+            shutil.rmtree(work, ignore_errors=True)
+    result = {"benchmark": args.what, "setup": setup, "machine": machine(), **result}
+    print(text)
+    if args.out:
+        write_json(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

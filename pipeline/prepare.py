@@ -1,0 +1,103 @@
+"""Stage ``prepare``: decode and resize every image of the splits once, for all epochs to read.
+
+Reads ``data.image_size``. For each image in ``data/split/{train,val,test}.csv`` writes
+``data/prepared/<path>.npy``: the image decoded to RGB and resized (bilinear, antialiased) to
+``(size, size, 3)`` uint8, exactly as :func:`pipeline.data.decode_image` does at prediction
+time. ``data/prepared/prepared.json`` records the size, the format and, per split, the image
+count and the SHA-256 of the manifest it was made from, which the training stages check.
+
+Decoding a full-size video frame costs about as much as a training step of a small model;
+doing it once here means an epoch only reads ready arrays. Images are decoded in parallel and
+written as they come, so memory holds a few images, not the dataset. Changing
+``data.image_size`` reruns this stage (and everything that reads its output).
+
+Usage: ``python -m pipeline.prepare [--params params.yaml] [--split data/split]
+[--data data/raw] [--out data/prepared]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.params import load_params
+from pipeline.utils import PipelineError, atomic_dir, log, run_stage, write_json
+
+SPLITS = ("train", "val", "test")
+FORMAT = "one .npy per image: uint8 (size, size, 3), RGB, resized bilinear with antialiasing"
+
+
+def prepare_images(paths: list[str], names: list[str], out: Path, image_size: int) -> None:
+    """Decode ``paths`` in parallel and save each as ``<out>/<name>.npy``, in order."""
+    import tensorflow as tf
+
+    from pipeline.data import prepare_image, prepared_path
+
+    ds = (
+        tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
+        .map(
+            lambda p: prepare_image(p, image_size),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    done = 0
+    try:
+        for name, pixels in zip(names, ds.as_numpy_iterator(), strict=True):
+            dest = prepared_path(out, name)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            np.save(dest, pixels, allow_pickle=False)
+            done += 1
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as exc:
+        raise PipelineError(
+            f"cannot decode {paths[done]}: {exc.message.splitlines()[0]}; rerun download_data "
+            "(dvc repro -f download_data), which checks and normalises every image"
+        ) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Decode and resize the split images once.")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--split", default="data/split", type=Path)
+    parser.add_argument("--data", default="data/raw", type=Path)
+    parser.add_argument("--out", default="data/prepared", type=Path)
+    args = parser.parse_args(argv)
+
+    size = load_params(args.params).data.image_size
+    from pipeline.data import PREPARED_INFO, load_split, manifest_digest
+
+    splits = {name: load_split(name, args.split, args.data) for name in SPLITS}
+    missing = [p for s in splits.values() for p in s.paths if not Path(p).is_file()]
+    if missing:
+        raise PipelineError(
+            f"{len(missing)} image(s) of the split are missing, e.g. {missing[0]}: "
+            "run download_data and split again (dvc repro split)"
+        )
+    start = time.perf_counter()
+    with atomic_dir(args.out) as tmp:
+        info: dict = {"image_size": size, "format": FORMAT, "splits": {}}
+        for name, split in splits.items():
+            prepare_images(split.paths, split.names, tmp, size)
+            info["splits"][name] = {
+                "images": len(split),
+                "sha256": manifest_digest(args.split / f"{name}.csv"),
+            }
+        write_json(tmp / PREPARED_INFO, info)
+    n = sum(len(s) for s in splits.values())
+    seconds = time.perf_counter() - start
+    log.info(
+        "prepared %d images at %d px in %.1f s (%.0f images/s) in %s",
+        n,
+        size,
+        seconds,
+        n / max(seconds, 1e-9),
+        args.out,
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,154 @@
+"""The prepare stage and the two ways the transfer phase runs the frozen base."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.data import load_prepared, load_split, make_dataset
+from pipeline.prepare import main as prepare_main
+from pipeline.split import main as split_main
+from pipeline.utils import PipelineError, read_json
+
+SIZE = 40
+
+
+@pytest.fixture(scope="module")
+def prepared(sample_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project folder with ``split/`` (of the sample dataset) and ``prepared/`` at 40 px."""
+    root = tmp_path_factory.mktemp("prepared")
+    (root / "params.yaml").write_text(f"seed: 1\ndata:\n  image_size: {SIZE}\n")
+    split_main(["--params", str(root / "params.yaml"), "--data", str(sample_dataset),
+                "--out", str(root / "split")])  # fmt: skip
+    prepare_main(["--params", str(root / "params.yaml"), "--split", str(root / "split"),
+                  "--data", str(sample_dataset), "--out", str(root / "prepared")])  # fmt: skip
+    return root
+
+
+def test_every_split_image_is_prepared_once_as_uint8(prepared: Path):
+    info = read_json(prepared / "prepared/prepared.json")
+    assert info["image_size"] == SIZE
+    total = 0
+    for name in ("train", "val", "test"):
+        split = load_prepared(name, prepared / "prepared", prepared / "split", SIZE)
+        assert info["splits"][name]["images"] == len(split) > 0
+        total += len(split)
+        for path in split.paths:
+            array = np.load(path)
+            assert array.dtype == np.uint8 and array.shape == (SIZE, SIZE, 3)
+    assert len(list((prepared / "prepared").rglob("*.npy"))) == total == 48
+
+
+def test_prepared_pixels_equal_decoding_the_files(prepared: Path, sample_dataset: Path):
+    """Training reads exactly the pixels that prediction decodes from the original files."""
+    for name in ("train", "test"):
+        raw = load_split(name, prepared / "split", sample_dataset)
+        ready = load_prepared(name, prepared / "prepared", prepared / "split", SIZE)
+        assert ready.names == raw.names and ready.labels == raw.labels
+        a = list(make_dataset(raw, SIZE, 7).as_numpy_iterator())
+        b = list(make_dataset(ready, SIZE, 7).as_numpy_iterator())
+        assert len(a) == len(b)
+        for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+            assert xb.dtype == np.float32 and np.array_equal(xa, xb) and np.array_equal(ya, yb)
+        assert np.all(xb == np.round(xb)) and xb.max() > 100
+
+
+def test_shuffled_prepared_dataset_is_seeded(prepared: Path):
+    train = load_prepared("train", prepared / "prepared", prepared / "split", SIZE)
+
+    def labels(seed: int) -> list[int]:
+        ds = make_dataset(train, SIZE, 64, shuffle=True, seed=seed)
+        return next(iter(ds))[1].numpy().tolist()
+
+    assert labels(5) == labels(5) != labels(6)
+    assert sorted(labels(5)) == sorted(train.labels)
+
+
+def test_mismatched_size_or_split_says_to_run_prepare(prepared: Path, tmp_path: Path):
+    with pytest.raises(PipelineError, match=r"holds 40 px images but 64 px.*dvc repro prepare"):
+        load_prepared("train", prepared / "prepared", prepared / "split", 64)
+    with pytest.raises(PipelineError, match=r"prepared.json not found.*dvc repro prepare"):
+        load_prepared("train", tmp_path / "missing", prepared / "split", SIZE)
+    split = tmp_path / "split"
+    shutil.copytree(prepared / "split", split)
+    manifest = split / "val.csv"
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join(lines[:-1]) + "\n")  # the split changed after prepare
+    with pytest.raises(PipelineError, match=r"another version of .*val.csv.*dvc repro prepare"):
+        load_prepared("val", prepared / "prepared", split, SIZE)
+
+
+def test_undecodable_image_names_the_file_and_keeps_previous_output(
+    prepared: Path, sample_dataset: Path, tmp_path: Path
+):
+    data = tmp_path / "raw"
+    shutil.copytree(sample_dataset, data)
+    bad = data / load_split("val", prepared / "split", data).names[2]
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out = tmp_path / "prepared"
+    shutil.copytree(prepared / "prepared", out)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(PipelineError, match=rf"cannot decode .*{bad.name}.*download_data"):
+        prepare_main(["--params", str(prepared / "params.yaml"), "--split",
+                      str(prepared / "split"), "--data", str(data), "--out", str(out)])  # fmt: skip
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def _train_transfer(
+    repo: Path, work: Path, once: bool, epochs: int = 2
+) -> tuple[list[list], np.ndarray, float]:
+    """Train a head on ``repo``'s base and prepared images, with base features once or not."""
+    from pipeline.models import build_base, build_classifier, compile_model, split_at_features
+    from pipeline.params import AugmentationParams
+    from pipeline.training import feature_datasets, fit_phase, load_train_val
+    from pipeline.utils import seed_everything
+
+    seed_everything(3)
+    off = AugmentationParams(
+        flip=False, rotation=0, zoom=0, translation=0, contrast=0, brightness=0
+    )
+    size = read_json(repo / "data/prepared/prepared.json")["image_size"]
+    base = build_base("mobilenet_v2", 0.35, size, weights=repo / "models/base.weights.h5")
+    model = build_classifier(base, "mobilenet_v2", size, 4, aug=off, seed=3, dense_units=8)
+    paths = {"split_dir": repo / "data/split", "prepared_dir": repo / "data/prepared"}
+    if once:
+        features, trained = split_at_features(model)
+        _, train_ds, val_ds = feature_datasets(features, size, 8, 3, **paths)
+    else:
+        trained = model
+        _, train_ds, val_ds = load_train_val(size, 8, 3, **paths)
+    compile_model(trained, 1e-2)
+    before = model.get_layer("dense").get_weights()[0].copy()
+    work.mkdir()
+    rows, _ = fit_phase(
+        trained, train_ds, val_ds, phase="transfer", epochs=epochs, initial_epoch=0,
+        patience=epochs, work_dir=work, log_dir=work / "logs", checkpoint=model,
+    )  # fmt: skip
+    assert (work / "best.weights.h5").is_file()
+    test = load_prepared("test", **paths, image_size=size)
+    change = float(np.abs(model.get_layer("dense").get_weights()[0] - before).max())
+    return rows, model.predict(make_dataset(test, size, 8), verbose=0), change
+
+
+@pytest.mark.slow
+def test_base_features_once_trains_the_same_head(trained_repo: Path, tmp_path: Path, monkeypatch):
+    """Same data order, same dropout masks: only float round-off may differ.
+
+    Uses the pipeline's pretrained base (a random one gives vanishing features).
+    """
+    monkeypatch.chdir(tmp_path)  # fit_phase writes reports/live/transfer.json
+    every = _train_transfer(trained_repo, tmp_path / "every", once=False)
+    once = _train_transfer(trained_repo, tmp_path / "once", once=True)
+    (rows_every, proba_every, change_every), (rows_once, proba_once, change_once) = every, once
+    assert len(rows_once) == len(rows_every) == 2
+    for a, b in zip(rows_once, rows_every, strict=True):
+        assert a[:2] == b[:2]
+        np.testing.assert_allclose(a[2:6], b[2:6], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(proba_once, proba_every, atol=1e-5)
+    # the classifier's own head was trained (its layers are shared with the head model)
+    assert change_once > 1e-3
+    assert change_once == pytest.approx(change_every, rel=1e-3)
