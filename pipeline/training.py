@@ -299,7 +299,7 @@ def fit_distributed(
         steps=None,
         model=model,
     )
-    loss_fn, optimizer = model.loss, model.optimizer
+    loss_fn, optimizer = keras.losses.get(model.loss), model.optimizer
     train_dist = strategy.experimental_distribute_dataset(_shardable(train_ds))
     val_dist = strategy.experimental_distribute_dataset(_shardable(val_ds))
 
@@ -310,7 +310,10 @@ def fit_distributed(
         # Images in the global batch: the last batch of an epoch may be short on some replicas.
         n_global = tf.distribute.get_replica_context().all_reduce("sum", n)
         probs = tf.cast(model(x, training=training), tf.float32)
-        per_image = loss_fn.call(y, probs)
+        # per-image losses: a Loss object's unreduced ``call``, or a loss function given by name
+        per_image = (
+            loss_fn.call(y, probs) if isinstance(loss_fn, keras.losses.Loss) else loss_fn(y, probs)
+        )
         loss = tf.nn.compute_average_loss(per_image, global_batch_size=n_global)
         if training and model.losses:
             loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))

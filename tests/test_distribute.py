@@ -188,6 +188,18 @@ def test_strategy_run_loop_matches_model_fit_with_callbacks(tmp_path):
     assert int(looped.optimizer.iterations) == int(fitted.optimizer.iterations)
 
 
+def test_strategy_run_loop_takes_a_loss_given_by_name():
+    train, val = _data()
+    models = []
+    for loss in ("sparse_categorical_crossentropy", keras.losses.SparseCategoricalCrossentropy()):
+        model = _tiny_model()
+        model.compile(optimizer=keras.optimizers.Adam(0.05), loss=loss)
+        models.append(fit_distributed(model, tf.distribute.get_strategy(), train, val, epochs=2,
+                                      verbose=0).history)  # fmt: skip
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose(models[0][key], models[1][key], rtol=1e-6)
+
+
 def test_mirrored_strategy_on_one_device_runs_a_phase(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     train, val = _data()
@@ -254,7 +266,7 @@ def get_compute_dtypes(model: keras.Model) -> set[str]:
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
-def test_strategy_run_loop_trains_in_mixed_precision(policy):
+def test_strategy_run_loop_trains_in_mixed_precision(policy: str):
     """mixed_float16 compiles a LossScaleOptimizer: the loop scales the loss and it unscales."""
     train, val = _data()
     keras.mixed_precision.set_global_policy(policy)
