@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from pipeline.params import Params, parse_params, read_yaml
+from pipeline.params import Params, parse_params, parse_yaml, read_yaml
 from pipeline.utils import PipelineError, log, setup_logging, write_json
 
 # The Kaggle "Tom and Jerry image classification" set: 5,478 frames, mostly 1280x720.
@@ -56,11 +56,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "set": [
             "data.image_size=224",
             "model.alpha=1.0",
+            # docs/kaggle.md's recipe for the real data (the Keras guide's), 5 + 5 epochs
             "transfer.epochs=5",
             "transfer.batch_size=32",
+            "transfer.learning_rate=1e-3",
             "transfer.patience=5",
             "finetune.epochs=5",
             "finetune.batch_size=32",
+            "finetune.learning_rate=1e-5",
+            "finetune.unfreeze_layers=30",
             "finetune.patience=5",
             "augmentation.flip=false",
             "augmentation.rotation=0",
@@ -87,7 +91,7 @@ def apply_overrides(raw: dict, assignments: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise PipelineError(f"--set {item!r}: {part} is not a section")
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = parse_yaml(value)
     return raw
 
 
@@ -195,7 +199,7 @@ def bench_steps(params: Params, images: int, frame_side: int, work: Path) -> dic
         unfreeze_last,
     )
     from pipeline.prepare import prepare_images
-    from pipeline.training import extract_features
+    from pipeline.training import extract_features, inference_fn
     from pipeline.utils import seed_everything
 
     m, size = params.model, params.data.image_size
@@ -245,7 +249,7 @@ def bench_steps(params: Params, images: int, frame_side: int, work: Path) -> dic
     # Forward ceiling: inference on an in-memory batch.
     bt = params.transfer.batch_size
     xb, yb = batch(bt)
-    forward = tf.function(lambda x: model(x, training=False))
+    forward = inference_fn(model)
     steps = max(1, n // bt)
     results["forward"] = steps * bt / timed(lambda: [forward(xb) for _ in range(steps)][-1].numpy())
 
@@ -257,10 +261,11 @@ def bench_steps(params: Params, images: int, frame_side: int, work: Path) -> dic
     )
     # Transfer, base features once: the one pass over the images, then head epochs.
     features, head = split_at_features(model)
-    warm = Split(ready.paths[:65], labels[:65], classes, names[:65], prepared=True)
-    extract_features(features, warm, size)  # traces the full and the last, partial batch
+    warm = Split(ready.paths[: bt + 1], labels[: bt + 1], classes, names[: bt + 1], True)
+    forward_features = inference_fn(features)
+    extract_features(forward_features, warm, size, bt)  # traces a full and a partial batch
     start = time.perf_counter()
-    feats = extract_features(features, ready, size)
+    feats = extract_features(forward_features, ready, size, bt)
     results["features_once"] = n / (time.perf_counter() - start)
     compile_model(head, params.transfer.learning_rate)
     fds = (

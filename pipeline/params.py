@@ -406,9 +406,14 @@ _Loader.add_implicit_resolver(
 )
 
 
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text the way DVC reads it (YAML 1.2 numbers: ``1e-5`` is a float)."""
+    return yaml.load(text, Loader=_Loader)
+
+
 def read_yaml(path: str | Path) -> Any:
     """Read a YAML file the way DVC writes it (YAML 1.2 numbers)."""
-    return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_Loader)
+    return parse_yaml(Path(path).read_text(encoding="utf-8"))
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:

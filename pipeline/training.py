@@ -9,6 +9,7 @@ phases: fine-tuning continues where transfer learning stopped.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -62,12 +63,21 @@ def load_train_val(
     return train, train_ds, val_ds
 
 
+def inference_fn(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
+    """``model(x, training=False)`` as a traced function (no ``Model.predict`` overhead)."""
+    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+
 def extract_features(
-    features: keras.Model, split: Split, image_size: int, batch_size: int = 64
+    forward: Callable[[tf.Tensor], tf.Tensor], split: Split, image_size: int, batch_size: int
 ) -> np.ndarray:
-    """``features`` applied once to every image of ``split``, in order: ``(n, *feature_shape)``."""
+    """``forward`` applied once to every image of ``split``, in order: ``(n, *feature_shape)``.
+
+    ``forward`` is e.g. :func:`inference_fn` of a features model; a plain loop over the
+    streamed batches (``Model.predict`` costs ~20% more on CPU).
+    """
     ds = make_dataset(split, image_size, batch_size)
-    return features.predict(ds, verbose=0)
+    return np.concatenate([forward(x).numpy() for x, _ in ds])
 
 
 def feature_datasets(
@@ -86,8 +96,9 @@ def feature_datasets(
     train = load_prepared("train", prepared_dir, split_dir, image_size)
     val = load_prepared("val", prepared_dir, split_dir, image_size)
     start = time.perf_counter()
-    f_train = extract_features(features, train, image_size)
-    f_val = extract_features(features, val, image_size)
+    forward = inference_fn(features)
+    f_train = extract_features(forward, train, image_size, batch_size)
+    f_val = extract_features(forward, val, image_size, batch_size)
     seconds = time.perf_counter() - start
     n = len(train) + len(val)
     log.info(
