@@ -3,7 +3,9 @@
 Reads ``export.tolerance``. Loads ``models/finetune/model.keras`` and exports its inference graph
 (:func:`pipeline.models.inference_model`: the same layers and weights without the augmentation
 layer, which is inactive at inference but whose random ops would stay in a traced graph, and
-which TFLite's built-in kernels cannot run). Writes ``models/export/``:
+which TFLite's built-in kernels cannot run). A model trained in mixed precision is exported, and
+checked, as its float32 copy (:func:`pipeline.models.float32_copy`: the same weights, every layer
+in float32). Writes ``models/export/``:
 
 * ``saved_model/`` – ``keras.Model.export`` (endpoints ``serve`` and ``serving_default``),
 * ``model.tflite`` – converted from the SavedModel, float32 (no quantisation),
@@ -147,9 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     import tensorflow as tf
 
     from pipeline.data import load_prepared, make_dataset
-    from pipeline.models import inference_model, load_model
+    from pipeline.models import float32_copy, inference_model, load_model
 
-    model = load_model(args.model)
+    model = float32_copy(load_model(args.model))  # mixed precision: exported in float32
     size = int(model.input_shape[1])
     test = load_prepared("test", args.prepared, args.split, size)
     # whole-number pixels: uint8 holds them exactly in a quarter of float32's memory

@@ -1,14 +1,15 @@
 """Stage ``finetune``: unfreeze the last layers of the base and train on at a low learning rate.
 
-Reads ``seed``, ``data.image_size`` and ``finetune.*``. Loads ``models/transfer/model.keras``,
-makes the last ``finetune.unfreeze_layers`` layers of the base trainable (BatchNorm layers stay
-frozen and in inference mode), recompiles with ``finetune.learning_rate`` and continues the epoch
-count where transfer learning stopped. Writes ``models/finetune/`` (``model.keras``,
-``best.weights.h5``, ``state.json``), ``reports/history/finetune.csv``,
-``reports/model_summary.txt`` (``summary(show_trainable=True)``) and ``logs/tensorboard/``: the
-transfer stage's TensorBoard logs (``logs/transfer``) with this phase's events added to the same
-``train/`` and ``validation/`` runs, so that ``tensorboard --logdir logs/tensorboard`` shows both
-phases as one continuous curve (epochs and optimizer steps both continue).
+Reads ``seed``, ``data.image_size``, ``finetune.*`` and ``train.*``. Loads
+``models/transfer/model.keras``, makes the last ``finetune.unfreeze_layers`` layers of the base
+trainable (BatchNorm layers stay frozen and in inference mode), recompiles with
+``finetune.learning_rate`` and continues the epoch count where transfer learning stopped. Writes
+``models/finetune/`` (``model.keras``, ``best.weights.h5``, ``state.json``),
+``reports/history/finetune.csv``, ``reports/model_summary.txt`` (``summary(show_trainable=True)``)
+and ``logs/tensorboard/``: the transfer stage's TensorBoard logs (``logs/transfer``) with this
+phase's events added to the same ``train/`` and ``validation/`` runs, so that
+``tensorboard --logdir logs/tensorboard`` shows both phases as one continuous curve (epochs and
+optimizer steps both continue). In a multi-worker run only the chief writes them.
 
 Usage: ``python -m pipeline.finetune [--params params.yaml]``
 """
@@ -23,12 +24,10 @@ from pathlib import Path
 from pipeline.params import load_params
 from pipeline.utils import (
     PipelineError,
-    atomic_dir,
     atomic_file,
     log,
     read_json,
     run_stage,
-    seed_everything,
     write_json,
 )
 
@@ -49,20 +48,23 @@ def main(argv: list[str] | None = None) -> None:
     if not model_file.is_file() or not state_file.is_file():
         raise PipelineError(f"{args.model} is incomplete: run the transfer stage first")
 
+    from pipeline import distribute
     from pipeline.models import compile_model, get_base, load_model, unfreeze_last
     from pipeline.training import fit_phase, load_train_val, write_history
 
-    seed_everything(params.seed)
+    strategy = distribute.setup(params.train, params.seed)
     cfg = params.finetune
-    model = load_model(model_file)
-    size = int(model.input_shape[1])
-    n_base = len(get_base(model).layers)
-    if cfg.unfreeze_layers > n_base:
-        raise PipelineError(
-            f"finetune.unfreeze_layers = {cfg.unfreeze_layers} but the base has {n_base} layers"
-        )
-    n_trainable = unfreeze_last(model, cfg.unfreeze_layers)
-    compile_model(model, cfg.learning_rate)  # recompile: `trainable` changed
+    with strategy.scope():
+        model = load_model(model_file)
+        size = int(model.input_shape[1])
+        n_base = len(get_base(model).layers)
+        if cfg.unfreeze_layers > n_base:
+            raise PipelineError(
+                f"finetune.unfreeze_layers = {cfg.unfreeze_layers} but the base has {n_base} layers"
+            )
+        n_trainable = unfreeze_last(model, cfg.unfreeze_layers)
+        # recompile: `trainable` changed
+        compile_model(model, distribute.learning_rate(cfg.learning_rate, params.train, strategy))
     log.info(
         "finetune: last %d of %d base layers unfrozen (%d with trainable weights, BatchNorm "
         "frozen); %d trainable parameters",
@@ -71,10 +73,11 @@ def main(argv: list[str] | None = None) -> None:
         n_trainable,
         sum(int(w.numpy().size) for w in model.trainable_weights),
     )
-    _, train_ds, val_ds = load_train_val(size, cfg.batch_size, params.seed)
+    batch = distribute.global_batch_size(cfg.batch_size, strategy)
+    _, train_ds, val_ds = load_train_val(size, batch, params.seed)
     state = read_json(state_file)
     start = int(state["last_epoch"])
-    with atomic_dir(args.out) as tmp, atomic_dir(args.logs) as tb:
+    with distribute.output_dirs(strategy, args.out, args.logs) as (tmp, tb):
         if args.transfer_logs.is_dir():  # one run: transfer events, then this phase's
             shutil.copytree(args.transfer_logs, tb, dirs_exist_ok=True)
         else:
@@ -90,9 +93,12 @@ def main(argv: list[str] | None = None) -> None:
             work_dir=tmp,
             log_dir=tb,
             step_offset=int(state.get("optimizer_steps", 0)),
+            strategy=strategy,
         )
         model.save(tmp / "model.keras")
         write_json(tmp / "state.json", result.to_dict())
+        if not distribute.is_chief(strategy):
+            return  # the other workers write nothing that DVC tracks
         write_history(args.history, rows)
         buf = io.StringIO()
         model.summary(

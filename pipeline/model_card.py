@@ -76,6 +76,7 @@ def relevant_params(params: Params) -> list[tuple[str, Any]]:
         "augmentation",
         "transfer",
         "finetune",
+        "train",
         "export",
     )
     return [

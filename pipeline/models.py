@@ -9,7 +9,9 @@ The classifier takes ``(batch, size, size, 3)`` float32 pixels in ``[0, 255]`` a
 
 The base is always called with ``training=False`` so its BatchNorm layers stay in inference mode,
 also after some of its layers are unfrozen for fine-tuning (Keras guide "Transfer learning &
-fine-tuning"). Every layer is a built-in Keras layer, so saved models load in safe mode.
+fine-tuning"). Every layer is a built-in Keras layer, so saved models load in safe mode. Layers
+compute in the global Keras dtype policy (``train.mixed_precision``), except the softmax output
+layer, which always computes (and returns) float32.
 """
 
 from __future__ import annotations
@@ -133,7 +135,8 @@ def build_classifier(
     x = layers.Dropout(dropout, seed=seed + 10, name="dropout_1")(x)
     x = layers.Dense(dense_units, activation="relu", name="dense")(x)
     x = layers.Dropout(dropout, seed=seed + 11, name="dropout_2")(x)
-    outputs = layers.Dense(n_classes, activation="softmax", name="predictions")(x)
+    # float32 whatever the dtype policy: a float16 softmax loses small probabilities.
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name="classifier")
 
 
@@ -171,6 +174,34 @@ def compile_model(model: keras.Model, learning_rate: float) -> None:
 def load_model(path: str | Path) -> keras.Model:
     """Load a saved classifier in Keras safe mode."""
     return keras.saving.load_model(path, safe_mode=True)
+
+
+def _float32_policies(config: object) -> object:
+    """``config`` (a serialised model) with every dtype policy replaced by float32."""
+    if isinstance(config, list):
+        return [_float32_policies(c) for c in config]
+    if not isinstance(config, dict):
+        return config
+    if config.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):
+        return {**config, "config": {**config.get("config", {}), "name": "float32"}}
+    return {k: _float32_policies(v) for k, v in config.items()}
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """``model`` rebuilt with every layer computing in float32, holding the same weights.
+
+    For a model trained under a mixed-precision policy (``train.mixed_precision``), whose
+    float16/bfloat16 ops TFLite's built-in kernels cannot run. Returns ``model`` itself when all
+    its layers already compute in float32. Variables are float32 under every policy, so the
+    weights carry over unchanged.
+    """
+    config = keras.saving.serialize_keras_object(model)
+    converted = _float32_policies(config)
+    if converted == config:
+        return model
+    copy = keras.saving.deserialize_keras_object(converted, safe_mode=True)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 HEAD_LAYERS = ("dropout_1", "dense", "dropout_2", "predictions")

@@ -227,6 +227,38 @@ class FinetuneParams(PhaseParams):
     unfreeze_layers: int = Field(80, ge=1, description="last layers of the base to unfreeze")
 
 
+class TrainParams(_Section):
+    """How both training phases run: distribution strategy, precision and determinism.
+
+    ``transfer.batch_size`` and ``finetune.batch_size`` are per replica: the global batch of
+    one optimizer step is ``batch_size`` x the number of replicas (devices x workers).
+    """
+
+    distribution: Literal["auto", "none", "mirrored", "multi_worker"] = Field(
+        "auto",
+        description="auto: mirrored when more than one GPU is visible, else none; none: one "
+        "device; mirrored: MirroredStrategy over the local GPUs (the CPU when there is none); "
+        "multi_worker: MultiWorkerMirroredStrategy over the machines TF_CONFIG lists",
+    )
+    mixed_precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        "float32",
+        description="Keras dtype policy; mixed policies keep variables and the softmax output "
+        "in float32 (mixed_float16 needs a GPU to pay off, mixed_bfloat16 a GPU or TPU with "
+        "bfloat16 units)",
+    )
+    deterministic_ops: bool = Field(
+        True,
+        description="TensorFlow op determinism: the same run gives the same numbers (on GPU "
+        "some ops get slower, and ops without a deterministic kernel raise an error)",
+    )
+    learning_rate_scaling: Literal["none", "linear"] = Field(
+        "none",
+        description="none: the phases' learning rates are used as written whatever the number "
+        "of replicas; linear: multiplied by the number of replicas (the global batch grows "
+        "with them)",
+    )
+
+
 class DiagnosisParams(_Section):
     """Thresholds of the fit diagnosis (``evaluate``) read from each phase's learning curves.
 
@@ -297,6 +329,7 @@ class Params(_Section):
     augmentation: AugmentationParams = AugmentationParams()
     transfer: TransferParams = TransferParams()
     finetune: FinetuneParams = FinetuneParams()
+    train: TrainParams = TrainParams()
     diagnosis: DiagnosisParams = DiagnosisParams()
     export: ExportParams = ExportParams()
 

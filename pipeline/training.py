@@ -167,6 +167,7 @@ def fit_phase(
     log_dir: Path,
     step_offset: int = 0,
     checkpoint: keras.Model | None = None,
+    strategy: object | None = None,
 ) -> tuple[list[list], PhaseResult]:
     """Train ``model`` for up to ``epochs`` epochs after ``initial_epoch``; return history rows.
 
@@ -174,13 +175,23 @@ def fit_phase(
     give the classifier when ``model`` is a head sharing its layers) at the best epoch so far;
     ``log_dir`` the TensorBoard logs, whose optimizer-step axis starts after ``step_offset``
     earlier steps. On return the model holds the weights of the best epoch.
+
+    ``strategy`` is the ``tf.distribute`` strategy ``model`` was built and compiled under
+    (:func:`pipeline.distribute.setup`; ``None``: the default one). Under
+    ``MultiWorkerMirroredStrategy``, where ``Model.fit`` fails with Keras 3
+    (keras-team/keras#20585), :func:`fit_distributed` trains with the same callbacks and
+    returns the same history; otherwise ``Model.fit`` does. Only the chief writes the live
+    metrics file; other workers write it into ``work_dir``.
     """
+    from pipeline import distribute
+
+    live = LIVE_DIR / f"{phase}.json" if distribute.is_chief(strategy) else work_dir / "live.json"
     early = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=patience, restore_best_weights=True, verbose=1
     )
     callbacks = [
         early,
-        LiveMetrics(LIVE_DIR / f"{phase}.json", max_epoch=initial_epoch + epochs),
+        LiveMetrics(live, max_epoch=initial_epoch + epochs),
         _Checkpoint(
             checkpoint or model,
             work_dir / "best.weights.h5",
@@ -195,14 +206,26 @@ def fit_phase(
     total = initial_epoch + epochs
     log.info("%s: epochs %d..%d", phase, initial_epoch + 1, total)
     try:
-        hist = model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=total,
-            initial_epoch=initial_epoch,
-            callbacks=callbacks,
-            verbose=2,
-        )
+        if strategy is not None and distribute.is_multi_worker(strategy):
+            hist = fit_distributed(
+                model,
+                strategy,
+                train_ds,
+                val_ds,
+                epochs=total,
+                initial_epoch=initial_epoch,
+                callbacks=callbacks,
+                verbose=2 if distribute.is_chief(strategy) else 0,
+            )
+        else:
+            hist = model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=total,
+                initial_epoch=initial_epoch,
+                callbacks=callbacks,
+                verbose=2,
+            )
     except BaseException:
         # Interrupted (SIGINT/SIGTERM) or failed: close the event writers now, or they flush
         # at exit and recreate the temporary log folder the stage has just removed.
@@ -243,6 +266,116 @@ def fit_phase(
         ", stopped early" if result.stopped_early else "",
     )
     return rows, result
+
+
+def _shardable(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """``ds`` sharded by element across workers (it is not read from files it could split)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
+def fit_distributed(
+    model: keras.Model,
+    strategy: tf.distribute.Strategy,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset,
+    *,
+    epochs: int,
+    initial_epoch: int = 0,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+    verbose: int = 2,
+) -> keras.callbacks.History:
+    """``model.fit(train_ds, validation_data=val_ds, ...)`` as a ``strategy.run`` loop.
+
+    For strategies under which ``Model.fit`` fails (``MultiWorkerMirroredStrategy`` with
+    Keras 3, keras-team/keras#20585); it works under any strategy. ``model`` must be built and
+    compiled (a loss on probabilities, e.g. sparse categorical cross-entropy) in
+    ``strategy.scope()``. The datasets yield global batches of ``(images, int labels)``; each
+    replica gets its share. Every replica's loss is its sum of per-image losses divided by the
+    global batch (``tf.nn.compute_average_loss``), so the summed gradients are those of the
+    global batch's mean loss, as in a one-device run with the same global batch. ``callbacks``
+    are called as ``Model.fit`` calls them (epochs from ``initial_epoch``, validation
+    between the last train batch and ``on_epoch_end``, ``model.stop_training``), with the
+    epoch logs ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``: the global mean loss
+    and the fraction of images whose most probable class is the label. Returns the
+    ``History``, as ``Model.fit`` does.
+    """
+    history = keras.callbacks.History()
+    cbs = keras.callbacks.CallbackList(
+        [*(callbacks or []), history],
+        add_progbar=verbose != 0,
+        verbose=verbose,
+        epochs=epochs,
+        steps=None,
+        model=model,
+    )
+    loss_fn, optimizer = keras.losses.get(model.loss), model.optimizer
+    train_dist = strategy.experimental_distribute_dataset(_shardable(train_ds))
+    val_dist = strategy.experimental_distribute_dataset(_shardable(val_ds))
+
+    def sums(x: tf.Tensor, y: tf.Tensor, training: bool) -> tuple[tf.Tensor, ...]:
+        """Per replica: loss to minimise, summed per-image loss, correct images, images."""
+        y = tf.cast(y, tf.int32)
+        n = tf.shape(y)[0]
+        # Images in the global batch: the last batch of an epoch may be short on some replicas.
+        n_global = tf.distribute.get_replica_context().all_reduce("sum", n)
+        probs = tf.cast(model(x, training=training), tf.float32)
+        # per-image losses: a Loss object's unreduced ``call``, or a loss function given by name
+        per_image = (
+            loss_fn.call(y, probs) if isinstance(loss_fn, keras.losses.Loss) else loss_fn(y, probs)
+        )
+        loss = tf.nn.compute_average_loss(per_image, global_batch_size=n_global)
+        if training and model.losses:
+            loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+        correct = tf.reduce_sum(tf.cast(tf.argmax(probs, -1, output_type=tf.int32) == y, "float32"))
+        return loss, tf.reduce_sum(per_image), correct, tf.cast(n, tf.float32)
+
+    def train_replica(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        weights = model.trainable_weights
+        with tf.GradientTape() as tape:
+            loss, *out = sums(x, y, training=True)
+            scaled = optimizer.scale_loss(loss)  # loss scaling under mixed_float16
+        optimizer.apply_gradients(zip(tape.gradient(scaled, weights), weights, strict=True))
+        return tuple(out)
+
+    def val_replica(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        return sums(x, y, training=False)[1:]
+
+    def reduced(fn: object) -> object:
+        @tf.function
+        def step(batch: tuple) -> tf.Tensor:
+            out = strategy.run(fn, args=batch)
+            return tf.stack([strategy.reduce("sum", v, axis=None) for v in out])
+
+        return step
+
+    train_step, val_step = reduced(train_replica), reduced(val_replica)
+
+    def run_epoch(dist: object, step_fn: object, on_begin: object, on_end: object) -> dict:
+        total = tf.zeros(3)
+        for i, batch in enumerate(dist):
+            on_begin(i)
+            total += step_fn(batch)
+            on_end(i)
+        loss_sum, correct, n = (float(v) for v in total.numpy())
+        return {"loss": loss_sum / n, "accuracy": correct / n}
+
+    model.stop_training = False
+    cbs.on_train_begin()
+    logs: dict | None = None
+    for epoch in range(initial_epoch, epochs):
+        cbs.on_epoch_begin(epoch)
+        logs = run_epoch(train_dist, train_step, cbs.on_train_batch_begin, cbs.on_train_batch_end)
+        cbs.on_test_begin()
+        val_logs = run_epoch(val_dist, val_step, cbs.on_test_batch_begin, cbs.on_test_batch_end)
+        cbs.on_test_end(val_logs)
+        logs.update({f"val_{k}": v for k, v in val_logs.items()})
+        cbs.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    cbs.on_train_end(logs)
+    return history
 
 
 def write_history(path: str | Path, rows: list[list]) -> None:

@@ -1,10 +1,11 @@
 """Stage ``transfer``: train a new head on the frozen pretrained base.
 
-Reads ``seed``, ``data.image_size``, ``model.*``, ``augmentation.*`` and ``transfer.*``, and the
-prepared images of ``data/prepared``. Writes ``models/transfer/`` (``model.keras``: the
-classifier at its best epoch; ``best.weights.h5``: its checkpoint; ``state.json``: epochs run,
-best epoch and how the base ran), ``reports/history/transfer.csv`` (one row per epoch) and
-TensorBoard logs in ``logs/transfer``.
+Reads ``seed``, ``data.image_size``, ``model.*``, ``augmentation.*``, ``transfer.*`` and
+``train.*`` (distribution, precision; see :mod:`pipeline.distribute`), and the prepared images of
+``data/prepared``. Writes ``models/transfer/`` (``model.keras``: the classifier at its best epoch;
+``best.weights.h5``: its checkpoint; ``state.json``: epochs run, best epoch and how the base ran),
+``reports/history/transfer.csv`` (one row per epoch) and TensorBoard logs in ``logs/transfer``;
+in a multi-worker run only the chief writes them.
 
 With ``transfer.base_features`` resolving to ``once`` (``auto`` without augmentation), the frozen
 base runs once over the train and val images and the head trains on the pooled features
@@ -19,7 +20,7 @@ import argparse
 from pathlib import Path
 
 from pipeline.params import load_params
-from pipeline.utils import PipelineError, atomic_dir, log, run_stage, seed_everything, write_json
+from pipeline.utils import PipelineError, log, run_stage, write_json
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,43 +36,48 @@ def main(argv: list[str] | None = None) -> None:
     if not args.weights.is_file():
         raise PipelineError(f"{args.weights} not found: run the download_weights stage first")
 
+    from pipeline import distribute
     from pipeline.data import load_prepared
     from pipeline.models import build_base, build_classifier, compile_model, split_at_features
     from pipeline.training import feature_datasets, fit_phase, load_train_val, write_history
 
-    seed_everything(params.seed)
+    strategy = distribute.setup(params.train, params.seed)
     m, cfg, size = params.model, params.transfer, params.data.image_size
     once = cfg.features_once(params.augmentation)
+    batch = distribute.global_batch_size(cfg.batch_size, strategy)
     classes = load_prepared("train", image_size=size).classes  # fails fast if not prepared
-    base = build_base(m.architecture, m.alpha, size, weights=args.weights)
-    model = build_classifier(
-        base,
-        m.architecture,
-        size,
-        len(classes),
-        aug=params.augmentation,
-        seed=params.seed,
-        dense_units=m.dense_units,
-        dropout=m.dropout,
-    )
+    with strategy.scope():
+        base = build_base(m.architecture, m.alpha, size, weights=args.weights)
+        model = build_classifier(
+            base,
+            m.architecture,
+            size,
+            len(classes),
+            aug=params.augmentation,
+            seed=params.seed,
+            dense_units=m.dense_units,
+            dropout=m.dropout,
+        )
+        if once:
+            features, trained = split_at_features(model)
+        else:
+            trained = model
+        compile_model(trained, distribute.learning_rate(cfg.learning_rate, params.train, strategy))
     if once:
         if params.augmentation.enabled:
             log.warning(
                 "transfer.base_features is 'once': the head trains on un-augmented images "
                 "(augmentation applies in fine-tuning only)"
             )
-        features, trained = split_at_features(model)
-        _, train_ds, val_ds = feature_datasets(features, size, cfg.batch_size, params.seed)
+        _, train_ds, val_ds = feature_datasets(features, size, batch, params.seed)
     else:
-        trained = model
-        _, train_ds, val_ds = load_train_val(size, cfg.batch_size, params.seed)
-    compile_model(trained, cfg.learning_rate)
+        _, train_ds, val_ds = load_train_val(size, batch, params.seed)
     log.info(
         "transfer: %d trainable / %d total parameters",
         sum(int(w.numpy().size) for w in model.trainable_weights),
         model.count_params(),
     )
-    with atomic_dir(args.out) as tmp, atomic_dir(args.logs) as tb:
+    with distribute.output_dirs(strategy, args.out, args.logs) as (tmp, tb):
         rows, result = fit_phase(
             trained,
             train_ds,
@@ -83,11 +89,13 @@ def main(argv: list[str] | None = None) -> None:
             work_dir=tmp,
             log_dir=tb,
             checkpoint=model,
+            strategy=strategy,
         )
         model.save(tmp / "model.keras")
         state = result.to_dict() | {"base_features": "once" if once else "every_epoch"}
         write_json(tmp / "state.json", state)
-        write_history(args.history, rows)
+        if distribute.is_chief(strategy):
+            write_history(args.history, rows)
 
 
 if __name__ == "__main__":

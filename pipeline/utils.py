@@ -139,8 +139,8 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and (if imported) TensorFlow/Keras, and make TF ops deterministic."""
+def seed_everything(seed: int, *, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and (if imported) TensorFlow/Keras; TF op determinism if requested."""
     random.seed(seed)
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
     import numpy as np
@@ -151,7 +151,8 @@ def seed_everything(seed: int) -> None:
         import tensorflow as tf
 
         keras.utils.set_random_seed(seed)
-        tf.config.experimental.enable_op_determinism()
+        if deterministic:
+            tf.config.experimental.enable_op_determinism()
 
 
 class Terminated(BaseException):

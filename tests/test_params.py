@@ -27,7 +27,8 @@ def test_defaults_and_repo_params_are_valid():
         if isinstance(value, dict):
             assert set(raw[section]) == set(value), section
     # ... and, apart from the data and weights sources, holds the documented defaults.
-    for section in ("split", "pretrain", "augmentation", "transfer", "finetune", "diagnosis"):
+    sections = ("split", "pretrain", "augmentation", "transfer", "finetune", "train", "diagnosis")
+    for section in sections:
         assert getattr(repo, section) == getattr(defaults, section), section
 
 
@@ -53,6 +54,11 @@ def test_defaults_and_repo_params_are_valid():
         ({"augmentation": {"rotation": 0.9}}, "augmentation.rotation = 0.9"),
         ({"data": {"sample": {"min_side": 500, "max_side": 100}}}, "must not exceed"),
         ({"seed": -1}, "seed = -1"),
+        ({"train": {"distribution": "horovod"}}, "train.distribution = 'horovod'"),
+        ({"train": {"mixed_precision": "float16"}}, "train.mixed_precision = 'float16'"),
+        ({"train": {"deterministic_ops": "yes"}}, "train.deterministic_ops = 'yes'"),
+        ({"train": {"learning_rate_scaling": "sqrt"}}, "train.learning_rate_scaling = 'sqrt'"),
+        ({"train": {"distributon": "none"}}, "did you mean 'train.distribution'"),
         ({"data": []}, "data = []"),
     ],
 )
