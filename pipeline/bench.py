@@ -14,7 +14,9 @@
 
 Each rate is printed with its ratio to the forward ceiling; each epoch also as a ratio to its
 own step throughput (``>= 0.9`` means the input pipeline is not the bottleneck). Weights are
-random: speed does not depend on their values.
+random, with the BatchNorm statistics of the frames: speed does not depend on the weights'
+values, but a purely random network's vanishing activations would compute on slow denormal
+floats.
 
 ``python -m pipeline.bench repro`` times a whole ``dvc repro`` in a throw-away copy of the
 project on a generated dataset of a given size (``--preset tom-and-jerry``: 5,480 frames with a
@@ -193,7 +195,9 @@ def timed(fn: Callable[[], Any], repeats: int = 3) -> float:
     return float(np.median(times))
 
 
-def bench_steps(params: Params, images: int, frame_side: int, work: Path) -> dict[str, Any]:
+def bench_steps(
+    params: Params, images: int, frame_side: int, work: Path, rounds: int = 3
+) -> dict[str, Any]:
     """Run the step benchmarks of the module docstring; return rates in images/s."""
     import keras
     import tensorflow as tf
@@ -202,7 +206,9 @@ def bench_steps(params: Params, images: int, frame_side: int, work: Path) -> dic
     from pipeline.models import (
         build_base,
         build_classifier,
+        calibrate_batchnorm,
         compile_model,
+        preprocessing,
         split_at_features,
         unfreeze_last,
     )
@@ -219,7 +225,7 @@ def bench_steps(params: Params, images: int, frame_side: int, work: Path) -> dic
     classes = sorted({Path(n).parts[0] for n in names})
     raw = Split(paths, labels, classes, names)
     n = len(raw)
-    results: dict[str, Any] = {"images": n, "frame_side": frame_side}
+    results: dict[str, Any] = {"images": n, "frame_side": frame_side, "rounds": rounds}
 
     def consume(ds: tf.data.Dataset) -> None:
         for _ in ds:
@@ -238,6 +244,8 @@ def bench_steps(params: Params, images: int, frame_side: int, work: Path) -> dic
     )
 
     base = build_base(m.architecture, m.alpha, size)
+    first = np.stack([np.load(p) for p in ready.paths[:32]]).astype(np.float32)
+    calibrate_batchnorm(base, preprocessing(m.architecture)(first))
     model = build_classifier(
         base,
         m.architecture,
@@ -248,11 +256,11 @@ def bench_steps(params: Params, images: int, frame_side: int, work: Path) -> dic
         dense_units=m.dense_units,
         dropout=m.dropout,
     )
-    rng = np.random.default_rng(0)
 
     def batch(b: int) -> tuple[np.ndarray, np.ndarray]:
-        x = rng.integers(0, 256, (b, size, size, 3)).astype(np.float32)
-        return x, rng.integers(0, len(classes), b).astype(np.int32)
+        """The first ``b`` frames, in memory."""
+        x = np.stack([np.load(p) for p in ready.paths[:b]]).astype(np.float32)
+        return x, np.asarray(labels[:b], np.int32)
 
     # Forward ceiling: inference on an in-memory batch, each result fetched as it would be.
     bt = params.transfer.batch_size
@@ -267,6 +275,7 @@ def bench_steps(params: Params, images: int, frame_side: int, work: Path) -> dic
         model,
         [repeated_batch(xb, yb, steps), make_dataset(ready, size, bt, shuffle=True, seed=1)],
         [steps * bt, n],
+        rounds,
     )
     # Transfer, base features once: the one pass over the images, then head epochs.
     features, head = split_at_features(model)
@@ -294,6 +303,7 @@ def bench_steps(params: Params, images: int, frame_side: int, work: Path) -> dic
         model,
         [repeated_batch(xf, yf, steps), make_dataset(ready, size, bf, shuffle=True, seed=1)],
         [steps * bf, n],
+        rounds,
     )
     results["peak_rss_mb"] = peak_rss_mb()
     keras.backend.clear_session()
@@ -378,18 +388,35 @@ def dataset_for(work: Path, images_per_class: int, side: int, seed: int) -> Path
     return data
 
 
+def save_random_base(params: Params, data: Path, path: Path) -> None:
+    """Random base weights with BatchNorm statistics of 32 of the frames in ``data``.
+
+    Speed does not depend on the weights' values, but a purely random base computes with
+    vanishing, denormal activations, which CPUs handle slowly.
+    """
+    import tensorflow as tf
+
+    from pipeline.data import decode_image
+    from pipeline.models import build_base, calibrate_batchnorm, preprocessing
+
+    m, size = params.model, params.data.image_size
+    files = sorted(str(f) for f in data.rglob("*.jpg"))[::50][:32]
+    images = tf.stack([decode_image(tf.constant(f), size) for f in files])
+    base = build_base(m.architecture, m.alpha, None)
+    calibrate_batchnorm(base, preprocessing(m.architecture)(images))
+    base.save_weights(path)
+
+
 def bench_repro(
     raw: dict, images_per_class: int, frame_side: int, work: Path, root: Path
 ) -> dict[str, Any]:
     """Time ``dvc repro`` (then a no-op one) of the project at ``root`` on generated frames."""
     params = parse_params(raw)
     data = dataset_for(work, images_per_class, frame_side, params.seed)
-    weights = work / "base-random.weights.h5"
     m = params.model
-    if not weights.is_file():  # random weights: speed does not depend on their values
-        from pipeline.models import build_base
-
-        build_base(m.architecture, m.alpha, None).save_weights(weights)
+    weights = work / f"base-{m.architecture}-{m.alpha}-random.weights.h5"
+    if not weights.is_file():
+        save_random_base(params, data, weights)
     raw = apply_overrides(
         raw,
         [
@@ -468,6 +495,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images-per-class", type=int, help="repro: frames per class (4 classes)")
     parser.add_argument("--frame-side", type=int, help="short side of the frames, px")
     parser.add_argument(
+        "--rounds", type=int, default=3, help="steps: turns of step and epoch measurements"
+    )
+    parser.add_argument(
         "--work", type=Path, help="working folder (repro: reused for the dataset; default: temp)"
     )
     parser.add_argument("--out", type=Path, help="also write the results to this JSON file")
@@ -488,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.what == "steps":
             with tempfile.TemporaryDirectory(dir=work) as tmp:
-                result = bench_steps(params, args.images or 256, side, Path(tmp))
+                result = bench_steps(params, args.images or 256, side, Path(tmp), args.rounds)
             text = format_steps(result, setup)
         else:
             per_class = args.images_per_class or preset.get("images_per_class", 250)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 from keras import layers
 
 from pipeline.params import AugmentationParams
@@ -76,6 +77,26 @@ def build_base(
     )
     base.name = BASE_NAME
     return base
+
+
+def calibrate_batchnorm(base: keras.Model, images: object) -> None:
+    """Set every BatchNorm layer's moving mean and variance to the statistics of ``images``.
+
+    ``images``: ``(n, size, size, 3)`` inputs as the base expects them (after
+    :func:`preprocessing`). A randomly initialised base's activations vanish (~1e-12) deep in
+    the network; calibrated, they have realistic magnitudes, which benchmarks (no denormal
+    arithmetic) and tests (a head that can learn) need.
+    """
+    norms = [layer for layer in base.layers if isinstance(layer, layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0  # the moving statistics become this batch's
+    try:
+        # traced: eagerly, the forward pass holds several GB at 224 px
+        tf.function(lambda x: base(x, training=True))(images)
+    finally:
+        for layer, momentum in zip(norms, momenta, strict=True):
+            layer.momentum = momentum
 
 
 def preprocessing(architecture: str) -> keras.Layer:

@@ -138,18 +138,15 @@ def base_weights(tmp_path_factory: pytest.TempPathFactory, sample_dataset: Path)
     import numpy as np
     from PIL import Image
 
-    from pipeline.models import build_base, preprocessing
+    from pipeline.models import build_base, calibrate_batchnorm, preprocessing
 
     keras.utils.set_random_seed(3)
     base = build_base("mobilenet_v2", 0.35, None)
-    for layer in base.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.0  # the moving statistics become this batch's
     files = sorted(sample_dataset.rglob("*.jpg"))[::2]
     images = np.stack(
         [np.asarray(Image.open(f).convert("RGB").resize((32, 32)), "float32") for f in files]
     )
-    base(preprocessing("mobilenet_v2")(images), training=True)
+    calibrate_batchnorm(base, preprocessing("mobilenet_v2")(images))
     path = tmp_path_factory.mktemp("weights") / "base.weights.h5"
     base.save_weights(path)
     return path
