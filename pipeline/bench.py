@@ -204,10 +204,10 @@ def bench_steps(
 
     from pipeline.data import Split, make_dataset, prepared_path
     from pipeline.models import (
-        build_base,
-        build_classifier,
         calibrate_batchnorm,
+        classifier_from_params,
         compile_model,
+        get_base,
         preprocessing,
         split_at_features,
         unfreeze_last,
@@ -243,19 +243,9 @@ def bench_steps(
         lambda: consume(make_dataset(ready, size, 32, shuffle=True, seed=1)), 2
     )
 
-    base = build_base(m.architecture, m.alpha, size)
+    model = classifier_from_params(params, len(classes))
     first = np.stack([np.load(p) for p in ready.paths[:32]]).astype(np.float32)
-    calibrate_batchnorm(base, preprocessing(m.architecture)(first))
-    model = build_classifier(
-        base,
-        m.architecture,
-        size,
-        len(classes),
-        aug=params.augmentation,
-        seed=params.seed,
-        dense_units=m.dense_units,
-        dropout=m.dropout,
-    )
+    calibrate_batchnorm(get_base(model), preprocessing(m.architecture)(first))
 
     def batch(b: int) -> tuple[np.ndarray, np.ndarray]:
         """The first ``b`` frames, in memory."""

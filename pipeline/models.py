@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from pipeline.params import AugmentationParams
+from pipeline.params import AugmentationParams, Params
 
 BASE_NAME = "base"
 
@@ -159,6 +159,23 @@ def build_classifier(
     # float32 whatever the dtype policy: a float16 softmax loses small probabilities.
     outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name="classifier")
+
+
+def classifier_from_params(
+    params: Params, n_classes: int, weights: str | Path | None = None
+) -> keras.Model:
+    """:func:`build_classifier` around :func:`build_base` as ``params`` configure them."""
+    m, size = params.model, params.data.image_size
+    return build_classifier(
+        build_base(m.architecture, m.alpha, size, weights=weights),
+        m.architecture,
+        size,
+        n_classes,
+        aug=params.augmentation,
+        seed=params.seed,
+        dense_units=m.dense_units,
+        dropout=m.dropout,
+    )
 
 
 def get_base(model: keras.Model) -> keras.Model:

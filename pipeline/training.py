@@ -56,8 +56,7 @@ def load_train_val(
     prepared_dir: str | Path = PREPARED_DIR,
 ) -> tuple[Split, tf.data.Dataset, tf.data.Dataset]:
     """The train split and the shuffled-train / ordered-val datasets of prepared images."""
-    train = load_prepared("train", prepared_dir, split_dir, image_size)
-    val = load_prepared("val", prepared_dir, split_dir, image_size)
+    train, val = (load_prepared(n, prepared_dir, split_dir, image_size) for n in ("train", "val"))
     train_ds = make_dataset(train, image_size, batch_size, shuffle=True, seed=seed)
     val_ds = make_dataset(val, image_size, batch_size)
     return train, train_ds, val_ds
@@ -93,8 +92,7 @@ def feature_datasets(
     The train features are shuffled the way :func:`load_train_val` shuffles the images (same
     seed, same order), so a head trained on them sees the batches a whole model would.
     """
-    train = load_prepared("train", prepared_dir, split_dir, image_size)
-    val = load_prepared("val", prepared_dir, split_dir, image_size)
+    train, val = (load_prepared(n, prepared_dir, split_dir, image_size) for n in ("train", "val"))
     start = time.perf_counter()
     forward = inference_fn(features)
     f_train = extract_features(forward, train, image_size, batch_size)

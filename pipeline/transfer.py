@@ -38,26 +38,16 @@ def main(argv: list[str] | None = None) -> None:
 
     from pipeline import distribute
     from pipeline.data import load_prepared
-    from pipeline.models import build_base, build_classifier, compile_model, split_at_features
+    from pipeline.models import classifier_from_params, compile_model, split_at_features
     from pipeline.training import feature_datasets, fit_phase, load_train_val, write_history
 
     strategy = distribute.setup(params.train, params.seed)
-    m, cfg, size = params.model, params.transfer, params.data.image_size
+    cfg, size = params.transfer, params.data.image_size
     once = cfg.features_once(params.augmentation)
     batch = distribute.global_batch_size(cfg.batch_size, strategy)
     classes = load_prepared("train", image_size=size).classes  # fails fast if not prepared
     with strategy.scope():
-        base = build_base(m.architecture, m.alpha, size, weights=args.weights)
-        model = build_classifier(
-            base,
-            m.architecture,
-            size,
-            len(classes),
-            aug=params.augmentation,
-            seed=params.seed,
-            dense_units=m.dense_units,
-            dropout=m.dropout,
-        )
+        model = classifier_from_params(params, len(classes), weights=args.weights)
         if once:
             features, trained = split_at_features(model)
         else:
