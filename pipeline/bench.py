@@ -77,7 +77,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         ],
     }
 }
-PROJECT_FILES = ("pipeline", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore")
+PROJECT_FILES = ("pipeline", "dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore")
 
 
 def apply_overrides(raw: dict, assignments: list[str]) -> dict:
@@ -331,8 +331,9 @@ def format_steps(r: dict[str, Any], setup: str) -> str:
 
 
 def make_project(dest: Path, params: dict, root: Path) -> Path:
-    """Copy the project (code, dvc.yaml) into a new git + DVC repo at ``dest``."""
-    dest.mkdir(parents=True)
+    """Copy the project at ``root`` (code, dvc.yaml, ignore files) into a new git + DVC repo at
+    ``dest``, with ``params`` as its params.yaml; the end-to-end tests use it too."""
+    dest.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         src = root / name
         if src.is_dir():
@@ -342,19 +343,22 @@ def make_project(dest: Path, params: dict, root: Path) -> Path:
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (
         ["git", "init", "-q"],
-        ["git", "config", "user.email", "bench@localhost"],
-        ["git", "config", "user.name", "bench"],
+        ["git", "config", "user.email", "pipeline@localhost"],
+        ["git", "config", "user.name", "pipeline"],
         ["dvc", "init", "-q"],
         ["dvc", "config", "core.analytics", "false"],
         ["dvc", "config", "core.check_update", "false"],
         ["git", "add", "-A"],
-        ["git", "commit", "-qm", "benchmark"],
+        ["git", "commit", "-qm", "init"],
     ):
-        subprocess.run(cmd, cwd=dest, check=True, capture_output=True, env=_env())
+        proc = subprocess.run(cmd, cwd=dest, capture_output=True, text=True, env=subprocess_env())
+        if proc.returncode != 0:
+            raise PipelineError(f"{' '.join(cmd)} failed in {dest}:\n{proc.stderr[-2000:]}")
     return dest
 
 
-def _env() -> dict[str, str]:
+def subprocess_env() -> dict[str, str]:
+    """The environment for ``dvc`` and stage subprocesses: this interpreter's bin first on PATH."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -422,7 +426,9 @@ def bench_repro(
     make_project(project, raw, root)
     log.info("dvc repro in %s", project)
     start = time.perf_counter()
-    proc = subprocess.run(["dvc", "repro"], cwd=project, env=_env(), capture_output=True, text=True)
+    proc = subprocess.run(
+        ["dvc", "repro"], cwd=project, env=subprocess_env(), capture_output=True, text=True
+    )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise PipelineError(f"dvc repro failed:\n{proc.stderr[-3000:]}")
@@ -436,7 +442,12 @@ def bench_repro(
     for _ in range(3):
         start = time.perf_counter()
         again = subprocess.run(
-            ["dvc", "repro"], cwd=project, env=_env(), capture_output=True, text=True, check=True
+            ["dvc", "repro"],
+            cwd=project,
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+            check=True,
         )
         noop.append(time.perf_counter() - start)
         if "Running stage" in again.stdout:
