@@ -137,6 +137,17 @@ def keras_hub_backbone_class(config: dict[str, Any]) -> type:
     return cls
 
 
+def _input_shape_keys(cls: type) -> list[str]:
+    """The constructor argument that sets a KerasHub backbone's input shape, if it has one.
+
+    Most image backbones take ``image_shape``; EfficientNet's takes ``input_shape``.
+    """
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    return [key for key in ("image_shape", "input_shape") if key in params][:1]
+
+
 def keras_hub_base_from_preset(preset_dir: str | Path) -> tuple[keras.Model, KerasHubBase]:
     """Build the size-agnostic backbone of the KerasHub image preset in ``preset_dir``.
 
@@ -149,11 +160,14 @@ def keras_hub_base_from_preset(preset_dir: str | Path) -> tuple[keras.Model, Ker
     import keras_hub
 
     preset_dir = Path(preset_dir)
-    keras_hub_backbone_class(json.loads((preset_dir / "config.json").read_text(encoding="utf-8")))
+    cls = keras_hub_backbone_class(
+        json.loads((preset_dir / "config.json").read_text(encoding="utf-8"))
+    )
     converter = keras_hub.layers.ImageConverter.from_preset(str(preset_dir))
     scale = _rgb_values(converter.scale, "scale")
     offset = _rgb_values(converter.offset, "offset")
-    backbone = keras_hub.models.Backbone.from_preset(str(preset_dir), image_shape=(None, None, 3))
+    shape = {key: (None, None, 3) for key in _input_shape_keys(cls)}
+    backbone = keras_hub.models.Backbone.from_preset(str(preset_dir), **shape)
     if len(backbone.output.shape) != 4:
         raise ValueError(
             f"its {type(backbone).__name__} returns {tuple(backbone.output.shape)}, not a "
@@ -206,10 +220,11 @@ def read_keras_hub_base(weights: str | Path) -> KerasHubBase:
 
 def _keras_hub_base(spec: KerasHubBase, image_size: int | None, weights: Path) -> keras.Model:
     config = dict(spec.config)
+    shape_keys = [k for k in ("image_shape", "input_shape") if k in config["config"]][:1]
     config["config"] = {
         **config["config"],
         "name": BASE_NAME,
-        "image_shape": (image_size, image_size, 3),
+        **{key: (image_size, image_size, 3) for key in shape_keys},
     }
     base = keras.saving.deserialize_keras_object(config, safe_mode=True)
     base.load_weights(weights)

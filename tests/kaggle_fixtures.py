@@ -136,6 +136,46 @@ def tiny_keras_hub_preset() -> dict[str, bytes]:
 
 
 @functools.cache
+def tiny_efficientnet_preset() -> dict[str, bytes]:
+    """The files of a tiny KerasHub EfficientNet image preset (random weights, 33 layers).
+
+    EfficientNet's backbone takes ``input_shape`` where MobileNet's takes ``image_shape``.
+    """
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(4)
+    backbone = keras_hub.models.EfficientNetBackbone(
+        stackwise_width_coefficients=[1.0, 1.0],
+        stackwise_depth_coefficients=[1.0, 1.0],
+        stackwise_kernel_sizes=[3, 3],
+        stackwise_num_repeats=[1, 1],
+        stackwise_input_filters=[8, 8],
+        stackwise_output_filters=[8, 16],
+        stackwise_expansion_ratios=[1, 2],
+        stackwise_squeeze_and_excite_ratios=[0.25, 0.25],
+        stackwise_strides=[2, 2],
+        stackwise_block_types=["v1", "v1"],
+        stackwise_force_input_filters=[0, 0],
+        stackwise_nores_option=[False, False],
+        min_depth=None,
+        use_depth_divisor_as_min_depth=True,
+        cap_round_filter_decrease=True,
+        dropout=0,
+        input_shape=(224, 224, 3),  # num_features stays 1280: keras-hub does not save it
+    )
+    converter = keras_hub.layers.EfficientNetImageConverter(
+        image_size=(224, 224), scale=KERAS_HUB_SCALE, offset=KERAS_HUB_OFFSET
+    )
+
+    def save(folder: Path) -> None:
+        backbone.save_to_preset(str(folder))
+        converter.save_to_preset(str(folder))
+
+    return _preset_files(save)
+
+
+@functools.cache
 def tiny_text_preset() -> dict[str, bytes]:
     """The files of a tiny KerasHub BERT preset: a text model, no image converter."""
     import keras_hub

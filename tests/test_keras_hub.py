@@ -47,6 +47,7 @@ from tests.kaggle_fixtures import (
     client_env,
     find_secrets,
     scrubbed,
+    tiny_efficientnet_preset,
     tiny_keras_hub_preset,
     tiny_text_preset,
 )
@@ -187,6 +188,22 @@ def test_saved_base_rebuilds_the_classifier_with_the_presets_preprocessing(base_
         classifier_from_params(params, 4, weights=plain)
 
 
+def test_efficientnet_preset_with_its_own_input_shape_argument(tmp_path):
+    """EfficientNet's backbone (the profile's family) takes ``input_shape``, not ``image_shape``."""
+    folder = tmp_path / "preset"
+    folder.mkdir()
+    for name, data in tiny_efficientnet_preset().items():
+        (folder / name).write_bytes(data)
+    base, spec = keras_hub_base_from_preset(folder)
+    assert spec.class_name == "keras_hub>EfficientNetBackbone"
+    assert base.input_shape == (None, None, None, 3) and len(base.layers) == 33
+    path = tmp_path / "base.weights.h5"
+    save_base(base, path, {"scale": spec.scale, "offset": spec.offset})
+    model = classifier_from_params(_params(), 4, weights=path)
+    assert get_base(model).input_shape == (None, 32, 32, 3)
+    assert _same_weights(get_base(model), base)
+
+
 def test_unfreezing_a_keras_hub_base_keeps_every_batchnorm_frozen(base_file):
     import tensorflow as tf
 
@@ -302,13 +319,17 @@ def test_layer_count_table_matches_keras_hubs_presets():
 
 
 def test_profile_takes_the_tom_and_jerry_data_and_an_official_preset():
-    from keras_hub.src.models.mobilenet.mobilenet_presets import backbone_presets
+    from keras_hub.src.models.efficientnet.efficientnet_presets import backbone_presets
 
     profile = read_yaml(ROOT / "profiles" / "tom-and-jerry-kaggle.yaml")
     params = parse_params(_merge(read_yaml(ROOT / "params.yaml"), profile))
     assert params.data.source == "kaggle" and params.model.architecture == "keras_hub"
     handles = {e["kaggle_handle"].removeprefix("kaggle://") for e in backbone_presets.values()}
     assert params.model.kaggle_handle in handles
+    # params.yaml's values are not repeated: the profile holds only what differs
+    defaults = read_yaml(ROOT / "params.yaml")
+    for section, values in profile.items():
+        assert all(defaults[section][k] != v for k, v in values.items()), section
 
 
 def _merge(base: dict, top: dict) -> dict:
