@@ -9,9 +9,10 @@ The classifier takes ``(batch, size, size, 3)`` float32 pixels in ``[0, 255]`` a
 
 The base is always called with ``training=False`` so its BatchNorm layers stay in inference mode,
 also after some of its layers are unfrozen for fine-tuning (Keras guide "Transfer learning &
-fine-tuning"). Every layer is a built-in Keras layer (no ``Lambda``), so saved models load in
-safe mode. Layers compute in the global Keras dtype policy (``train.mixed_precision``), except the
-softmax output layer, which always computes (and returns) float32.
+fine-tuning"). Every layer is a built-in Keras layer (no ``Lambda``), or one of KerasHub's
+serialisable layers inside a KerasHub base, so saved models load in safe mode. Layers compute
+in the global Keras dtype policy (``train.mixed_precision``), except the softmax output layer,
+which always computes (and returns) float32.
 
 Bases: a keras.applications network (:data:`ARCHITECTURES`), or, with ``model.architecture:
 keras_hub``, the backbone of a KerasHub preset (:func:`keras_hub_base_from_preset`). A KerasHub
@@ -361,7 +362,7 @@ def build_classifier(
     base.trainable = False
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
     x = augmentation(aug, seed)(inputs)
-    x = (preprocess or preprocessing(architecture))(x)
+    x = (preprocess if preprocess is not None else preprocessing(architecture))(x)
     x = base(x, training=False)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(dropout, seed=seed + 10, name="dropout_1")(x)
