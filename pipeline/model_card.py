@@ -1,6 +1,6 @@
 """Stage ``model_card``: ``reports/model_card.md`` and the gallery of misclassified test images.
 
-Reads the params the card lists (``seed``, ``data``, ``split``, ``model``, ``pretrain``,
+Reads the params the card lists (``profile``, ``seed``, ``data``, ``split``, ``model``, ``pretrain``,
 ``augmentation``, ``transfer``, ``finetune``, ``export``) and the pipeline's outputs:
 ``reports/metrics.json``, ``reports/predictions.csv``, ``reports/history/*.csv``,
 ``reports/data_source.json``, ``reports/weights_source.json``, ``reports/export.json`` and the
@@ -58,6 +58,7 @@ def relevant_params(params: Params) -> list[tuple[str, Any]]:
     p = params.model_dump()
     m = params.model
     skip = {
+        "profile": not params.profile,
         "data.sample": params.data.source != "sample",
         "data.kaggle": params.data.source != "kaggle",
         "data.path": params.data.source != "local",
@@ -68,6 +69,7 @@ def relevant_params(params: Params) -> list[tuple[str, Any]]:
         "model.alpha": not ARCHITECTURE_NAMES.get(m.architecture, "").startswith("MobileNet"),
     }
     sections = (
+        "profile",
         "seed",
         "data",
         "split",
@@ -244,8 +246,9 @@ def render_card(
         "",
         f"- Base: {arch}{alpha}, pretrained weights below; the last "
         f"{params.finetune.unfreeze_layers} layers fine-tuned (BatchNorm layers frozen).",
-        f"- Head: GlobalAveragePooling2D → Dropout {m.dropout} → Dense {m.dense_units} relu → "
-        f"Dropout {m.dropout} → Dense {len(classes)} softmax.",
+        f"- Head: GlobalAveragePooling2D → Dropout {m.dropout} → "
+        + (f"Dense {m.dense_units} relu → Dropout {m.dropout} → " if m.dense_units else "")
+        + f"Dense {len(classes)} softmax.",
         f"- Input: RGB image of any size, decoded and resized to {size}×{size} px (bilinear, "
         "antialiased), float32 pixels in [0, 255]; the model rescales them itself.",
         f"- Output: {len(classes)} class probabilities, in the order of the class table below.",
@@ -285,21 +288,32 @@ def render_card(
         "",
         "## Test metrics",
         "",
-        f"On the {metrics['test_images']} images of the test split (`reports/metrics.json`).",
+        f"On the {metrics['test_images']} images of the test split and the "
+        f"{metrics['val_images']} of the val split (`reports/metrics.json`). The linear-probe "
+        "baseline is a logistic regression on the frozen base's pooled features of the same "
+        f"split (`reports/baseline.json`, C = {metrics['baseline']['C']:g}, chosen on val): "
+        "every trained model must beat it.",
         "",
         _markdown_table(
-            ["metric", *PHASES.values()],
+            ["metric", "linear-probe baseline", *PHASES.values()],
             [
-                [name, *(f"{metrics[p][key]:.4f}" for p in PHASES)]
+                [name, *(f"{metrics[p][key]:.4f}" for p in ("baseline", *PHASES))]
                 for key, name in (
-                    ("accuracy", "accuracy"),
-                    ("loss", "loss (cross-entropy, nats)"),
-                    ("macro_f1", "macro F1"),
+                    ("accuracy", "test accuracy"),
+                    ("macro_f1", "test macro F1"),
+                    ("loss", "test loss (cross-entropy, nats)"),
+                    ("val_accuracy", "val accuracy"),
+                    ("val_macro_f1", "val macro F1"),
                 )
             ],
         ),
         "",
-        f"Gain from fine-tuning (accuracy): {metrics['finetune_gain']:+.4f}.",
+        f"Gain from fine-tuning (accuracy): {metrics['finetune_gain']:+.4f}; over the baseline: "
+        + ", ".join(
+            f"{name} {metrics[p]['accuracy'] - metrics['baseline']['accuracy']:+.4f}"
+            for p, name in PHASES.items()
+        )
+        + ".",
         "",
         _markdown_table(
             [

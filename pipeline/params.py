@@ -134,7 +134,9 @@ class ModelParams(_Section):
         description="kaggle: path of the weights file inside the handle's files (empty: the "
         "single .h5 file there, or the one keras.applications names for the architecture)",
     )
-    dense_units: int = Field(128, ge=1, le=8192)
+    dense_units: int = Field(
+        128, ge=0, le=8192, description="hidden layer of the head; 0: a linear head"
+    )
     dropout: float = Field(0.5, ge=0, lt=1)
 
     @model_validator(mode="after")
@@ -321,6 +323,11 @@ class ExportParams(_Section):
 class Params(_Section):
     """All pipeline parameters; one section per ``params.yaml`` top-level key."""
 
+    profile: str = Field(
+        "",
+        description="the profile (profiles/<name>.yaml) that `make experiment PROFILE=<name>` "
+        "applied; recorded for reports and reviews, it changes nothing by itself",
+    )
     seed: int = Field(42, ge=0, le=2**31 - 1)
     data: DataParams = DataParams()
     split: SplitParams = SplitParams()
@@ -332,6 +339,17 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     diagnosis: DiagnosisParams = DiagnosisParams()
     export: ExportParams = ExportParams()
+
+    @model_validator(mode="after")
+    def _real_data_real_weights(self) -> Params:
+        if self.data.source == "kaggle" and self.model.weights == "sample":
+            raise ValueError(
+                "data.source is 'kaggle' but model.weights is 'sample': sample weights are "
+                "pretrained on generated shapes for the offline demo. Use model.weights "
+                "imagenet, file or kaggle with real data (e.g. make experiment "
+                "PROFILE=tom-and-jerry)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unfreeze_fits(self) -> Params:

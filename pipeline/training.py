@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from pipeline.data import PREPARED_DIR, Split, load_prepared, make_dataset
 from pipeline.live import LIVE_DIR, LiveMetrics
-from pipeline.utils import log, write_csv
+from pipeline.utils import PipelineError, log, write_csv
 
 HISTORY_COLUMNS = (
     "epoch",
@@ -86,26 +86,38 @@ def feature_datasets(
     seed: int,
     split_dir: str | Path = "data/split",
     prepared_dir: str | Path = PREPARED_DIR,
+    stored: dict[str, np.ndarray] | None = None,
 ) -> tuple[Split, tf.data.Dataset, tf.data.Dataset]:
     """Like :func:`load_train_val`, with ``features`` computed once instead of images.
 
-    The train features are shuffled the way :func:`load_train_val` shuffles the images (same
-    seed, same order), so a head trained on them sees the batches a whole model would.
+    ``stored``: the ``train`` and ``val`` features already computed by the same features model
+    (:func:`pipeline.features.load`), used instead of running it again. The train features are
+    shuffled the way :func:`load_train_val` shuffles the images (same seed, same order), so a
+    head trained on them sees the batches a whole model would.
     """
     train, val = (load_prepared(n, prepared_dir, split_dir, image_size) for n in ("train", "val"))
-    start = time.perf_counter()
-    forward = inference_fn(features)
-    f_train = extract_features(forward, train, image_size, batch_size)
-    f_val = extract_features(forward, val, image_size, batch_size)
-    seconds = time.perf_counter() - start
-    n = len(train) + len(val)
-    log.info(
-        "base features of %d images computed once in %.1f s (%.0f images/s), %s each",
-        n,
-        seconds,
-        n / max(seconds, 1e-9),
-        "x".join(map(str, f_train.shape[1:])),
-    )
+    if stored is not None:
+        f_train, f_val = stored["train"], stored["val"]
+        if (len(f_train), len(f_val)) != (len(train), len(val)):
+            raise PipelineError(
+                f"stored base features hold {len(f_train)} + {len(f_val)} images, the splits "
+                f"{len(train)} + {len(val)}: run the baseline stage again (dvc repro baseline)"
+            )
+        log.info("base features of %d images reused from the baseline stage", len(train) + len(val))
+    else:
+        start = time.perf_counter()
+        forward = inference_fn(features)
+        f_train = extract_features(forward, train, image_size, batch_size)
+        f_val = extract_features(forward, val, image_size, batch_size)
+        seconds = time.perf_counter() - start
+        n = len(train) + len(val)
+        log.info(
+            "base features of %d images computed once in %.1f s (%.0f images/s), %s each",
+            n,
+            seconds,
+            n / max(seconds, 1e-9),
+            "x".join(map(str, f_train.shape[1:])),
+        )
 
     def dataset(x: np.ndarray, split: Split, shuffle: bool) -> tf.data.Dataset:
         ds = tf.data.Dataset.from_tensor_slices((x, np.asarray(split.labels, np.int32)))

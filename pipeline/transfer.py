@@ -9,7 +9,9 @@ in a multi-worker run only the chief writes them.
 
 With ``transfer.base_features`` resolving to ``once`` (``auto`` without augmentation), the frozen
 base runs once over the train and val images and the head trains on the pooled features
-(:func:`pipeline.models.split_at_features`); otherwise the whole model runs on every batch.
+(:func:`pipeline.models.split_at_features`), reusing the features that the ``baseline`` stage
+stored in ``data/features`` when they come from the same base, size and split; otherwise the
+whole model runs on every batch.
 
 Usage: ``python -m pipeline.transfer [--params params.yaml]``
 """
@@ -27,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Transfer learning: frozen base, new head.")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--weights", default="models/base.weights.h5", type=Path)
+    parser.add_argument("--features", default="data/features", type=Path)
     parser.add_argument("--out", default="models/transfer", type=Path)
     parser.add_argument("--history", default="reports/history/transfer.csv", type=Path)
     parser.add_argument("--logs", default="logs/transfer", type=Path)
@@ -59,7 +62,10 @@ def main(argv: list[str] | None = None) -> None:
                 "transfer.base_features is 'once': the head trains on un-augmented images "
                 "(augmentation applies in fine-tuning only)"
             )
-        _, train_ds, val_ds = feature_datasets(features, size, batch, params.seed)
+        from pipeline import features as feats
+
+        stored = feats.load(feats.spec(params, args.weights), ("train", "val"), args.features)
+        _, train_ds, val_ds = feature_datasets(features, size, batch, params.seed, stored=stored)
     else:
         _, train_ds, val_ds = load_train_val(size, batch, params.seed)
     log.info(

@@ -8,35 +8,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.bench import PRESETS, STEP_ROWS, apply_overrides, main
-from pipeline.params import parse_params
-from pipeline.utils import PipelineError
+from pipeline.bench import PRESETS, STEP_ROWS, main
+from pipeline.experiment import resolve
 from tests.conftest import tiny_params_dict
 
 
-def test_overrides_are_yaml_values_in_nested_sections():
-    raw = {"data": {"image_size": 96}, "model": {"alpha": 0.35}}
-    out = apply_overrides(
-        raw, ["data.image_size=224", "model.alpha=1.0", "augmentation.flip=false"]
-    )
-    assert out == {
-        "data": {"image_size": 224},
-        "model": {"alpha": 1.0},
-        "augmentation": {"flip": False},
-    }
-    assert raw["data"]["image_size"] == 96  # the input is left alone
-    with pytest.raises(PipelineError, match="expected key=value"):
-        apply_overrides(raw, ["data.image_size"])
-    with pytest.raises(PipelineError, match="image_size is not a section"):
-        apply_overrides(raw, ["data.image_size.x=1"])
-
-
-def test_presets_are_valid_params():
-    base = yaml.safe_load(Path("params.yaml").read_text())
+def test_presets_apply_their_profile():
     for preset in PRESETS.values():
-        params = parse_params(apply_overrides(base, preset["set"]))
-        assert not params.augmentation.enabled  # the base features are computed once
-        assert params.transfer.features_once(params.augmentation)
+        values, params = resolve(preset["profile"], [])
+        assert values["profile"] == preset["profile"]
+        assert params.model.weights == "imagenet"  # bench repro swaps in random weights
 
 
 def test_bad_override_is_one_line_error(tmp_path: Path, capsys):

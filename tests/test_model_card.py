@@ -22,6 +22,8 @@ def _phase(acc: float, loss: float, f1: float) -> dict:
         "accuracy": acc,
         "loss": loss,
         "macro_f1": f1,
+        "val_accuracy": acc - 0.02,
+        "val_macro_f1": f1 - 0.02,
         "per_class": {
             c: {"precision": acc, "recall": acc - 0.01 * i, "f1": f1 - 0.01 * i, "support": 5}
             for i, c in enumerate(CLASSES)
@@ -65,6 +67,8 @@ def _card(params, **kwargs) -> str:
         params,
         {
             "test_images": 10,
+            "val_images": 4,
+            "baseline": {**_phase(0.7, 0.7, 0.65), "C": 0.01},
             "transfer": _phase(0.6, 0.8123, 0.5876),
             "finetune": _phase(0.8, 0.4567, 0.7891),
             "finetune_gain": 0.2,
@@ -86,9 +90,13 @@ def _section(card: str, title: str) -> str:
 def test_card_content(tiny_params):
     card = _card(tiny_params)
     metrics = _section(card, "Test metrics")
-    assert "| accuracy | 0.6000 | 0.8000 |" in metrics
-    assert "| loss (cross-entropy, nats) | 0.8123 | 0.4567 |" in metrics
-    assert "| macro F1 | 0.5876 | 0.7891 |" in metrics
+    assert "| metric | linear-probe baseline | transfer only | fine-tuned |" in metrics
+    assert "| test accuracy | 0.7000 | 0.6000 | 0.8000 |" in metrics
+    assert "| test loss (cross-entropy, nats) | 0.7000 | 0.8123 | 0.4567 |" in metrics
+    assert "| test macro F1 | 0.6500 | 0.5876 | 0.7891 |" in metrics
+    assert "| val accuracy | 0.6800 | 0.5800 | 0.7800 |" in metrics
+    assert "C = 0.01, chosen on val" in metrics
+    assert "over the baseline: transfer only -0.1000, fine-tuned +0.1000." in metrics
     assert "| `dog` | 0.6000 | 0.8000 | 0.5900 | 0.7900 | 0.5776 | 0.7791 | 5 |" in metrics
     data = _section(card, "Data")
     assert "Kaggle dataset `owner/pets`, version 3" in data
@@ -166,11 +174,14 @@ def test_model_card_holds_the_real_values(trained_repo: Path):
     card = (trained_repo / "reports/model_card.md").read_text()
     metrics = json.loads((trained_repo / "reports/metrics.json").read_text())
     for key, label in (
-        ("accuracy", "accuracy"),
-        ("loss", "loss (cross-entropy, nats)"),
-        ("macro_f1", "macro F1"),
+        ("accuracy", "test accuracy"),
+        ("loss", "test loss (cross-entropy, nats)"),
+        ("macro_f1", "test macro F1"),
+        ("val_accuracy", "val accuracy"),
+        ("val_macro_f1", "val macro F1"),
     ):
-        assert _row(card, label) == [f"{metrics[p][key]:.4f}" for p in ("transfer", "finetune")]
+        phases = ("baseline", "transfer", "finetune")
+        assert _row(card, label) == [f"{metrics[p][key]:.4f}" for p in phases]
     classes, counts = class_counts(trained_repo / "data/split")
     for c in classes:
         per_class = _row(card, f"`{c}`")  # first: the class table, then the per-class metrics
@@ -180,7 +191,7 @@ def test_model_card_holds_the_real_values(trained_repo: Path):
             f"{metrics['finetune']['per_class'][c]['f1']:.4f} | "
             f"{metrics['finetune']['per_class'][c]['support']}"
         )
-    assert f"Gain from fine-tuning (accuracy): {metrics['finetune_gain']:+.4f}." in card
+    assert f"Gain from fine-tuning (accuracy): {metrics['finetune_gain']:+.4f};" in card
     source = json.loads((trained_repo / "reports/data_source.json").read_text())
     assert f"seed {source['seed']}" in _section(card, "Data")
     export = json.loads((trained_repo / "reports/export.json").read_text())

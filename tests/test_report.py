@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.report import Change, _changes, fmt_delta, fmt_value, main, render
+from pipeline.report import Change, _changes, fmt_delta, fmt_value, main, profile_of, render
 from pipeline.utils import PipelineError
 
 
@@ -116,6 +116,20 @@ def test_data_sources_and_diagnosis(tmp_path: Path):
     assert "```\n# not a heading\n```" in text  # code blocks are left as they are
     same = _render(tmp_path, data_sources=("sample", "sample"))
     assert "Different data" not in same and "Fit diagnosis" not in same
+
+
+def test_profiles_of_both_sides(tmp_path: Path):
+    assert profile_of("profile: tom-and-jerry\nseed: 1\n") == "tom-and-jerry"
+    assert profile_of("profile: ''\n") == profile_of("seed: 1\n") == ""
+    assert profile_of(None) is None and profile_of(": : :") is None
+    same = _render(tmp_path, profiles=("tom-and-jerry", "tom-and-jerry"))
+    assert "Profile: base `tom-and-jerry`, head `tom-and-jerry`." in same
+    assert "Different profiles" not in same
+    text = _render(tmp_path, profiles=("", "tom-and-jerry"))
+    assert "Profile: base default (params.yaml), head `tom-and-jerry`." in text
+    assert "**Different profiles.**" in text
+    rerun = _render(tmp_path, profiles=("tom-and-jerry",) * 2, rerun_note="`main` was rerun.")
+    assert "`main` was rerun." in rerun and "Different profiles" not in rerun
 
 
 def test_unknown_base_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
