@@ -222,7 +222,7 @@ def test_remote_round_trip(repo: Path, tmp_path: Path):
 def test_experiment_with_a_profile_shows_params_and_metrics(repo: Path):
     # the profile's value first, then SET's: the later value wins
     out = make(repo, "experiment", f"PROFILE={PROFILE}", "SET=finetune.learning_rate=0.0001").stdout
-    assert f"-S finetune.learning_rate={PROFILE_LR} -S finetune.learning_rate=0.0001" in out
+    assert f"dvc exp run -S profile={PROFILE} -S finetune.learning_rate=0.0001\n" in out
     ran = stages_run(out)
     assert {"finetune", "evaluate"} <= set(ran)
     assert not {"baseline", "transfer", *DATA_STAGES} & set(ran)
