@@ -215,6 +215,11 @@ class TransferParams(PhaseParams):
     """
 
     base_features: Literal["auto", "once", "every_epoch"] = "auto"
+    head_init: Literal["random", "probe"] = Field(
+        "random",
+        description="random: a new head; probe: the linear head starts as the baseline stage's "
+        "logistic regression (linear probing, then fine-tuning; needs model.dense_units: 0)",
+    )
 
     def features_once(self, augmentation: AugmentationParams) -> bool:
         """Whether this phase computes the base features once (see the class docstring)."""
@@ -348,6 +353,16 @@ class Params(_Section):
                 "pretrained on generated shapes for the offline demo. Use model.weights "
                 "imagenet, file or kaggle with real data (e.g. make experiment "
                 "PROFILE=tom-and-jerry)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _probe_needs_a_linear_head(self) -> Params:
+        if self.transfer.head_init == "probe" and self.model.dense_units:
+            raise ValueError(
+                "transfer.head_init is 'probe' but model.dense_units is "
+                f"{self.model.dense_units}: the probe is a linear head; set model.dense_units: 0 "
+                "or transfer.head_init: random"
             )
         return self
 

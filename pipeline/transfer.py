@@ -51,6 +51,12 @@ def main(argv: list[str] | None = None) -> None:
     classes = load_prepared("train", image_size=size).classes  # fails fast if not prepared
     with strategy.scope():
         model = classifier_from_params(params, len(classes), weights=args.weights)
+        if cfg.head_init == "probe":
+            from pipeline.features import load_probe
+
+            probe = load_probe(args.features)
+            model.get_layer("predictions").set_weights([probe["kernel"], probe["bias"]])
+            log.info("transfer: the head starts as the baseline's logistic regression")
         if once:
             features, trained = split_at_features(model)
         else:
