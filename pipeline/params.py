@@ -109,6 +109,12 @@ class SplitParams(_Section):
     near_duplicate_distance: int = Field(
         4, ge=0, le=32, description="max differing bits of two 64-bit perceptual hashes"
     )
+    label_conflicts: Literal["keep", "drop"] = Field(
+        "keep",
+        description="near-duplicate groups holding images of more than one class (reported in "
+        "reports/leakage.json): keep them, each group in one split, with a warning; or drop "
+        "every image of such a group from all splits",
+    )
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> SplitParams:
