@@ -236,7 +236,7 @@ class FinetuneParams(PhaseParams):
 
 
 class TrainParams(_Section):
-    """How both training phases run: distribution strategy, precision and determinism.
+    """How both training phases run: distribution strategy, precision, determinism, class weights.
 
     ``transfer.batch_size`` and ``finetune.batch_size`` are per replica: the global batch of
     one optimizer step is ``batch_size`` x the number of replicas (devices x workers).
@@ -264,6 +264,12 @@ class TrainParams(_Section):
         description="none: the phases' learning rates are used as written whatever the number "
         "of replicas; linear: multiplied by the number of replicas (the global batch grows "
         "with them)",
+    )
+    class_weight: Literal["none", "balanced"] = Field(
+        "none",
+        description="weights of the classes in the training loss of both phases; none: every "
+        "image counts the same; balanced: n_train / (n_classes * n_train_of_class), from the "
+        "train split (scikit-learn's 'balanced')",
     )
 
 

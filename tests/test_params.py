@@ -59,6 +59,8 @@ def test_defaults_and_repo_params_are_valid():
         ({"train": {"deterministic_ops": "yes"}}, "train.deterministic_ops = 'yes'"),
         ({"train": {"learning_rate_scaling": "sqrt"}}, "train.learning_rate_scaling = 'sqrt'"),
         ({"train": {"distributon": "none"}}, "did you mean 'train.distribution'"),
+        ({"train": {"class_weight": "auto"}}, "train.class_weight = 'auto'"),
+        ({"train": {"class_weights": "balanced"}}, "did you mean 'train.class_weight'"),
         ({"split": {"label_conflicts": "fix"}}, "split.label_conflicts = 'fix'"),
         ({"split": {"label_conflicts": False}}, "split.label_conflicts = False"),
         ({"data": []}, "data = []"),
