@@ -174,18 +174,23 @@ def conflict_report(
     Counts: near-duplicate ``pairs`` with different labels, conflicting ``groups`` (pairs
     joined transitively), the ``images`` in them, how many were ``dropped`` and where the kept
     ones are (``by_split``). ``list``: the first :data:`MAX_LISTED_GROUPS` groups, each with its
-    labels' image counts, its split (or ``dropped``) and its first
-    :data:`MAX_LISTED_IMAGES` images (``path``, ``label``); ``more_images`` counts the rest.
+    labels' image counts, its ``split`` (``dropped``; ``several`` when the group straddles
+    splits, which only an ungrouped split allows) and its first :data:`MAX_LISTED_IMAGES` images
+    (``path``, ``label``, ``split``); ``more_images`` counts the rest.
     """
     where = {p: s for s in SPLITS for p, _ in parts[s]}
     in_conflict = [paths[i] for m in conflicts for i in m]
     listed = []
     for m in conflicts[:MAX_LISTED_GROUPS]:
+        split = {where.get(paths[i], "dropped") for i in m}
         listed.append(
             {
                 "labels": dict(sorted(Counter(labels[i] for i in m).items())),
-                "split": where.get(paths[m[0]], "dropped"),
-                "images": [{"path": paths[i], "label": labels[i]} for i in m[:MAX_LISTED_IMAGES]],
+                "split": split.pop() if len(split) == 1 else "several",
+                "images": [
+                    {"path": paths[i], "label": labels[i], "split": where.get(paths[i], "dropped")}
+                    for i in m[:MAX_LISTED_IMAGES]
+                ],
                 "more_images": max(0, len(m) - MAX_LISTED_IMAGES),
             }
         )

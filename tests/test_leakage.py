@@ -166,7 +166,9 @@ def test_cross_class_twins_are_grouped_into_one_split_and_counted(tmp_path, monk
     assert listed["jerry/x_tom_s00.jpg"] == "jerry" and listed["tom/s00_f0.jpg"] == "tom"
     assert len(listed) == 8
     assert [g["labels"] for g in lc["list"]] == [{"jerry": 3, "tom": 1}, {"jerry": 1, "tom": 3}]
-    assert all(g["split"] == where[g["images"][0]["path"]][0] for g in lc["list"])
+    for g in lc["list"]:  # one split per group, named by the group and each of its images
+        assert {where[im["path"]][0] for im in g["images"]} == {g["split"]}
+        assert all(im["split"] == g["split"] for im in g["images"])
     assert "6 near-duplicate pair(s) with different labels" in caplog.text
     assert "leakage.json" in caplog.text and "split.label_conflicts: drop" in caplog.text
 
@@ -190,6 +192,11 @@ def test_conflicts_are_counted_without_grouping_too(tmp_path, monkeypatch):
     report = _run_split(tmp_path, monkeypatch, group_near_duplicates=False)
     lc = report["label_conflicts"]
     assert report["mode"] == "random" and (lc["pairs"], lc["groups"], lc["images"]) == (6, 2, 8)
+    where = {r["path"]: s for s in SPLITS for r in read_csv(f"split/{s}.csv")}
+    for g in lc["list"]:  # a group may straddle splits here: each image says where it went
+        assert all(im["split"] == where[im["path"]] for im in g["images"])
+        splits = {im["split"] for im in g["images"]}
+        assert g["split"] == (splits.pop() if len(splits) == 1 else "several")
 
 
 def test_drop_that_empties_a_class_is_refused(tmp_path, monkeypatch):
