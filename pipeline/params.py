@@ -109,6 +109,12 @@ class SplitParams(_Section):
     near_duplicate_distance: int = Field(
         4, ge=0, le=32, description="max differing bits of two 64-bit perceptual hashes"
     )
+    label_conflicts: Literal["keep", "drop"] = Field(
+        "keep",
+        description="near-duplicate groups holding images of more than one class (reported in "
+        "reports/leakage.json): keep them, each group in one split, with a warning; or drop "
+        "every image of such a group from all splits",
+    )
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> SplitParams:
@@ -235,7 +241,7 @@ class FinetuneParams(PhaseParams):
 
 
 class TrainParams(_Section):
-    """How both training phases run: distribution strategy, precision and determinism.
+    """How both training phases run: distribution strategy, precision, determinism, class weights.
 
     ``transfer.batch_size`` and ``finetune.batch_size`` are per replica: the global batch of
     one optimizer step is ``batch_size`` x the number of replicas (devices x workers).
@@ -263,6 +269,12 @@ class TrainParams(_Section):
         description="none: the phases' learning rates are used as written whatever the number "
         "of replicas; linear: multiplied by the number of replicas (the global batch grows "
         "with them)",
+    )
+    class_weight: Literal["none", "balanced"] = Field(
+        "none",
+        description="weights of the classes in the training loss of both phases; none: every "
+        "image counts the same; balanced: n_train / (n_classes * n_train_of_class), from the "
+        "train split (scikit-learn's 'balanced')",
     )
 
 
