@@ -17,7 +17,8 @@ help:
 	@echo "make lint      ruff check + format check"
 	@echo "make lock      re-resolve requirements.lock from pyproject.toml (needs uv)"
 	@echo "make report    review report of the workspace against BASE (default main)"
-	@echo "make experiment SET='key=value ...'  dvc exp run with those params set"
+	@echo "make experiment PROFILE=tom-and-jerry SET='key=value ...'  dvc exp run with a"
+	@echo "               profile's params (profiles/), then SET's (the later value wins)"
 	@echo "make venv-remote  add the DVC S3 and GCS remote plugins to $(VENV)"
 
 venv: $(STAMP)
@@ -31,15 +32,20 @@ $(STAMP): requirements.lock pyproject.toml
 repro: $(STAMP)
 	$(BIN)/dvc repro
 
-# Code review and CI: `make report BASE=origin/main`, `make experiment SET="data.source=kaggle"`
-BASE ?= main
-SET  ?=
+# The real run and experiments: `make experiment PROFILE=tom-and-jerry SET="key=value ..."`
+# (profiles/<name>.yaml, then SET; ARGS go to `dvc exp run`, e.g. ARGS=--queue).
+# Code review and CI: `make report BASE=origin/main`.
+BASE    ?= main
+PROFILE ?=
+SET     ?=
+ARGS    ?=
 
 report: $(STAMP)
 	$(BIN)/python -m pipeline.report --base $(BASE)
 
 experiment: $(STAMP)
-	$(BIN)/dvc exp run $(addprefix -S ,$(SET))
+	$(BIN)/python -m pipeline.experiment $(if $(PROFILE),--profile $(PROFILE)) \
+	  $(addprefix --set ,$(SET)) $(if $(ARGS),-- $(ARGS))
 
 venv-remote: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-build-isolation -e ".[remote]"

@@ -1,7 +1,7 @@
 """Benchmarks: where an epoch's time goes, and how long the whole pipeline takes.
 
 ``python -m pipeline.bench steps`` measures, in one process, on the model and image size of
-``params.yaml`` (``--set key=value`` overrides any param) and on freshly drawn frames:
+``params.yaml`` (with ``--profile`` and ``--set``, below) and on freshly drawn frames:
 
 * the **forward** pass on an in-memory batch: the model's ceiling, images/s;
 * the **input pipeline**: decoding and resizing the frames (what a naive pipeline pays every
@@ -20,8 +20,17 @@ floats.
 
 ``python -m pipeline.bench repro`` times a whole ``dvc repro`` in a throw-away copy of the
 project on a generated dataset of a given size (``--preset tom-and-jerry``: 5,480 frames with a
-720 px short side, MobileNetV2 1.0 at 224 px, 5 + 5 epochs), the peak memory of any stage, and
-then the no-op ``dvc repro``.
+720 px short side and the CPU profile ``profiles/tom-and-jerry.yaml``), the peak memory of any
+stage, and then the no-op ``dvc repro``.
+
+``python -m pipeline.bench quality --profile tom-and-jerry --data DIR --weights FILE`` is the
+real-data check: the whole pipeline with a profile on a local folder of class sub-folders, in a
+throw-away copy, printing the val/test accuracy and macro F1 of the linear-probe baseline, the
+transfer-only and the fine-tuned model with each phase's wall time and peak memory, and the same
+for the plain Keras guide recipe (:mod:`pipeline.reference`) on the same split and weights.
+
+``--profile NAME`` applies ``profiles/NAME.yaml`` and ``--set key=value`` any param, validated
+as ``make experiment`` validates them.
 
 Results go to stdout and, with ``--out``, to a JSON file. ``docs/benchmarks.md`` has the numbers
 of this machine and how to reproduce them.
@@ -47,54 +56,23 @@ from typing import Any
 import numpy as np
 import yaml
 
-from pipeline.params import Params, parse_params, parse_yaml, read_yaml
-from pipeline.utils import PipelineError, log, setup_logging, write_json
+from pipeline import experiment
+from pipeline.params import Params, parse_params, read_yaml
+from pipeline.utils import PipelineError, log, setup_logging, subprocess_env, write_json
 
-# The Kaggle "Tom and Jerry image classification" set: 5,478 frames, mostly 1280x720.
+# The Kaggle "Tom and Jerry image classification" set: 5,478 frames, mostly 1280x720, with the
+# params of the CPU profile (profiles/tom-and-jerry.yaml).
 PRESETS: dict[str, dict[str, Any]] = {
-    "tom-and-jerry": {
-        "images_per_class": 1370,
-        "frame_side": 720,
-        "set": [
-            "data.image_size=224",
-            "model.alpha=1.0",
-            # docs/kaggle.md's recipe for the real data (the Keras guide's), 5 + 5 epochs
-            "transfer.epochs=5",
-            "transfer.batch_size=32",
-            "transfer.learning_rate=1e-3",
-            "transfer.patience=5",
-            "finetune.epochs=5",
-            "finetune.batch_size=32",
-            "finetune.learning_rate=1e-5",
-            "finetune.unfreeze_layers=30",
-            "finetune.patience=5",
-            "augmentation.flip=false",
-            "augmentation.rotation=0",
-            "augmentation.zoom=0",
-            "augmentation.translation=0",
-            "augmentation.contrast=0",
-            "augmentation.brightness=0",
-        ],
-    }
+    "tom-and-jerry": {"images_per_class": 1370, "frame_side": 720, "profile": "tom-and-jerry"},
 }
-PROJECT_FILES = ("pipeline", "dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore")
-
-
-def apply_overrides(raw: dict, assignments: list[str]) -> dict:
-    """``key.sub=value`` assignments (values parsed as YAML) applied to a params mapping."""
-    raw = json.loads(json.dumps(raw))  # deep copy
-    for item in assignments:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise PipelineError(f"--set {item!r}: expected key=value, e.g. data.image_size=224")
-        *parents, leaf = key.split(".")
-        node = raw
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise PipelineError(f"--set {item!r}: {part} is not a section")
-        node[leaf] = parse_yaml(value)
-    return raw
+PROJECT_FILES = (
+    "pipeline",
+    "profiles",
+    "dvc.yaml",
+    "pyproject.toml",
+    ".gitignore",
+    ".dvcignore",
+)
 
 
 def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
@@ -357,14 +335,6 @@ def make_project(dest: Path, params: dict, root: Path) -> Path:
     return dest
 
 
-def subprocess_env() -> dict[str, str]:
-    """The environment for ``dvc`` and stage subprocesses: this interpreter's bin first on PATH."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return env
-
-
 def dataset_for(work: Path, images_per_class: int, side: int, seed: int) -> Path:
     """The generated dataset for a repro benchmark, drawn once and reused from ``work``."""
     spec = {"images_per_class": images_per_class, "side": side, "seed": seed}
@@ -401,6 +371,33 @@ def save_random_base(params: Params, data: Path, path: Path) -> None:
     base.save_weights(path)
 
 
+STAGE_LOG = re.compile(r"pipeline: (\w+) finished in ([\d.]+) s, peak RSS ([\d.]+) MiB")
+
+
+def run_repro(project: Path, raw: dict, root: Path) -> tuple[float, dict[str, dict[str, float]]]:
+    """``dvc repro`` of a fresh copy of the project at ``root`` in ``project`` with ``raw`` params.
+
+    Returns the wall time (s) and, per stage, ``{"s": wall time, "rss_mb": peak memory}`` as
+    the stage logged them.
+    """
+    parse_params(raw, "the benchmark's params")
+    shutil.rmtree(project, ignore_errors=True)
+    make_project(project, raw, root)
+    log.info("dvc repro in %s", project)
+    start = time.perf_counter()
+    proc = subprocess.run(
+        ["dvc", "repro"], cwd=project, env=subprocess_env(), capture_output=True, text=True
+    )
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise PipelineError(f"dvc repro failed in {project}:\n{proc.stderr[-3000:]}")
+    stages = {
+        name: {"s": float(sec), "rss_mb": float(rss)}
+        for name, sec, rss in STAGE_LOG.findall(proc.stdout + proc.stderr)
+    }
+    return wall, stages
+
+
 def bench_repro(
     raw: dict, images_per_class: int, frame_side: int, work: Path, root: Path
 ) -> dict[str, Any]:
@@ -411,32 +408,17 @@ def bench_repro(
     weights = work / f"base-{m.architecture}-{m.alpha}-random.weights.h5"
     if not weights.is_file():
         save_random_base(params, data, weights)
-    raw = apply_overrides(
+    raw = experiment.apply(
         raw,
-        [
-            "data.source=local",
-            f"data.path={data}",
-            "model.weights=file",
-            f"model.weights_path={weights}",
-        ],
+        {
+            "data.source": "local",
+            "data.path": str(data),
+            "model.weights": "file",
+            "model.weights_path": str(weights),
+        },
     )
-    parse_params(raw)
     project = work / "project"
-    shutil.rmtree(project, ignore_errors=True)
-    make_project(project, raw, root)
-    log.info("dvc repro in %s", project)
-    start = time.perf_counter()
-    proc = subprocess.run(
-        ["dvc", "repro"], cwd=project, env=subprocess_env(), capture_output=True, text=True
-    )
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise PipelineError(f"dvc repro failed:\n{proc.stderr[-3000:]}")
-    output = proc.stdout + proc.stderr
-    stages = {
-        name: float(sec)
-        for name, sec in re.findall(r"pipeline: (\w+) finished in ([\d.]+) s", output)
-    }
+    wall, stages = run_repro(project, raw, root)
     rss = peak_rss_mb(resource.RUSAGE_CHILDREN)
     noop = []
     for _ in range(3):
@@ -457,7 +439,7 @@ def bench_repro(
         "images": sum(1 for _ in (project / "data/prepared").rglob("*.npy")),
         "frame_side": frame_side,
         "repro_s": round(wall, 1),
-        "stages_s": stages,
+        "stages": stages,
         "peak_rss_mb": rss,
         "noop_repro_s": round(float(np.median(noop)), 2),
         "test_accuracy": metrics["finetune"]["accuracy"],
@@ -467,10 +449,97 @@ def bench_repro(
 def format_repro(r: dict[str, Any], setup: str) -> str:
     lines = [f"{setup}; {r['images']} frames, short side {r['frame_side']} px"]
     lines.append(f"dvc repro: {r['repro_s']:.0f} s ({r['repro_s'] / 60:.1f} min)")
-    for name, sec in r["stages_s"].items():
-        lines.append(f"  {name:<18} {sec:>7.1f} s")
+    for name, stage in r["stages"].items():
+        lines.append(f"  {name:<18} {stage['s']:>7.1f} s {stage['rss_mb']:>7.0f} MiB")
     lines.append(f"peak RSS of any stage: {r['peak_rss_mb']:.0f} MiB")
     lines.append(f"no-op dvc repro: {r['noop_repro_s']:.2f} s")
+    return "\n".join(lines)
+
+
+QUALITY_PHASES = ("baseline", "transfer", "finetune")
+
+
+def bench_quality(raw: dict, work: Path, root: Path, reference: bool = True) -> dict[str, Any]:
+    """Run the whole pipeline with ``raw`` params in a throw-away copy; collect what it reached.
+
+    Returns val/test accuracy and macro F1 of the linear-probe baseline, the transfer-only and
+    the fine-tuned model, each phase's stage wall time (s) and peak memory (MiB), the data
+    stages' time and the whole ``dvc repro``'s; with ``reference``, also what the plain Keras
+    guide recipe (:mod:`pipeline.reference`) reaches on the same split and base weights, and
+    its training time.
+    """
+    project = work / "project"
+    wall, stages = run_repro(project, raw, root)
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    train = (project / "data/split/train.csv").read_text().count("\n") - 1
+    phases = {
+        phase: {
+            "val_accuracy": metrics[phase]["val_accuracy"],
+            "test_accuracy": metrics[phase]["accuracy"],
+            "val_macro_f1": metrics[phase]["val_macro_f1"],
+            "test_macro_f1": metrics[phase]["macro_f1"],
+            **stages.get(phase, {}),
+        }
+        for phase in QUALITY_PHASES
+    }
+    params = parse_params(raw)
+    if reference and params.model.architecture == "mobilenet_v2":
+        from pipeline.reference import reference_run
+
+        ref = reference_run(
+            project,
+            params.data.image_size,
+            params.model.alpha,
+            str(project / "models/base.weights.h5"),
+            params.seed,
+        )
+        phases["reference"] = {**ref, "s": ref["train_s"]}
+    return {
+        "images": {"train": train, "val": metrics["val_images"], "test": metrics["test_images"]},
+        "classes": len(json.loads((project / "data/split/classes.json").read_text())),
+        "phases": phases,
+        "verdicts": {p: metrics["diagnosis"][p]["verdict"] for p in ("transfer", "finetune")},
+        "below_baseline": [
+            p for p in ("transfer", "finetune") if metrics["diagnosis"][p]["below_baseline"]
+        ],
+        "stages": stages,
+        "repro_s": round(wall, 1),
+        "project": str(project),
+    }
+
+
+def format_quality(r: dict[str, Any], setup: str) -> str:
+    n = r["images"]
+    lines = [
+        f"{setup}; {n['train']} / {n['val']} / {n['test']} train / val / test images, "
+        f"{r['classes']} classes",
+        f"{'phase':<10} {'val acc':>8} {'test acc':>8} {'val F1':>8} {'test F1':>8} "
+        f"{'wall s':>8} {'peak MiB':>9}",
+    ]
+
+    def cell(m: dict, key: str, width: int, fmt: str) -> str:
+        return f"{m[key]:>{width}{fmt}}" if key in m else f"{'-':>{width}}"
+
+    for phase, m in r["phases"].items():
+        lines.append(
+            f"{phase:<10} "
+            + " ".join(
+                cell(m, k, 8, ".4f")
+                for k in ("val_accuracy", "test_accuracy", "val_macro_f1", "test_macro_f1")
+            )
+            + f" {cell(m, 's', 8, '.1f')} {cell(m, 'rss_mb', 9, '.0f')}"
+        )
+    if "reference" in r["phases"]:
+        ours = r["phases"]["transfer"]["s"] + r["phases"]["finetune"]["s"]
+        lines.append(
+            f"transfer + finetune stages: {ours:.0f} s; reference training: "
+            f"{r['phases']['reference']['s']:.0f} s ({r['phases']['reference']['recipe']})"
+        )
+    other = {k: v["s"] for k, v in r["stages"].items() if k not in r["phases"]}
+    lines.append("other stages: " + ", ".join(f"{k} {v:.0f} s" for k, v in other.items()))
+    lines.append(f"dvc repro: {r['repro_s']:.0f} s ({r['repro_s'] / 60:.1f} min)")
+    below = r["below_baseline"]
+    lines.append("below the baseline on test accuracy: " + (", ".join(below) if below else "none"))
     return "\n".join(lines)
 
 
@@ -484,13 +553,27 @@ def describe(params: Params) -> str:
     )
 
 
+def _absolute(values: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """``values`` with the paths under ``keys`` made absolute (the copy runs elsewhere)."""
+    return {
+        k: str(Path(v).resolve()) if k in keys and isinstance(v, str) and v else v
+        for k, v in values.items()
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("steps", "repro"))
+    parser.add_argument("what", choices=("steps", "repro", "quality"))
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--preset", choices=sorted(PRESETS))
+    parser.add_argument("--profile", help="apply profiles/<name>.yaml (after the preset's)")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a param"
+    )
+    parser.add_argument("--data", type=Path, help="quality: a folder of class sub-folders")
+    parser.add_argument("--weights", type=Path, help="quality: a Keras weights file of the base")
+    parser.add_argument(
+        "--no-reference", action="store_true", help="quality: skip the plain Keras reference"
     )
     parser.add_argument("--images", type=int, help="steps: frames to draw (default 256)")
     parser.add_argument("--images-per-class", type=int, help="repro: frames per class (4 classes)")
@@ -506,10 +589,18 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     preset = PRESETS.get(args.preset or "", {})
+    sets = list(args.set)
+    if args.data:
+        sets += ["data.source=local", f"data.path={args.data.resolve()}"]
+    if args.weights:
+        sets += ["model.weights=file", f"model.weights_path={args.weights.resolve()}"]
     try:
-        raw = apply_overrides(read_yaml(args.params) or {}, preset.get("set", []) + args.set)
-        params = parse_params(raw, f"{args.params} with the overrides")
-    except Exception as exc:  # ParamsError, PipelineError, YAML errors: one line each
+        values, params = experiment.resolve(
+            args.profile or preset.get("profile"), sets, args.params
+        )
+        values = _absolute(values, ("data.path", "model.weights_path"))
+        raw = experiment.apply(read_yaml(args.params) or {}, values)
+    except (experiment.ExperimentError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     side = args.frame_side or preset.get("frame_side", 720)
@@ -521,10 +612,13 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory(dir=work) as tmp:
                 result = bench_steps(params, args.images or 256, side, Path(tmp), args.rounds)
             text = format_steps(result, setup)
-        else:
+        elif args.what == "repro":
             per_class = args.images_per_class or preset.get("images_per_class", 250)
             result = bench_repro(raw, per_class, side, work, Path.cwd())
             text = format_repro(result, setup)
+        else:
+            result = bench_quality(raw, work, Path.cwd(), reference=not args.no_reference)
+            text = format_quality(result, setup)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -55,6 +55,14 @@ class Diagnosis:
     reasons: tuple[str, ...]
     remedies: tuple[str, ...]
     region: tuple[int, int] | None = None
+    below_baseline: bool = (
+        False  # test accuracy not above the linear probe's (see compare_to_probe)
+    )
+
+    @property
+    def label(self) -> str:
+        """The verdict, with the linear-probe flag when it is raised."""
+        return self.verdict + (", below the linear-probe baseline" if self.below_baseline else "")
 
     @property
     def best_epoch(self) -> int | None:
@@ -70,6 +78,7 @@ class Diagnosis:
         skip = ("window", "first_epoch")
         return {
             "verdict": self.verdict,
+            "below_baseline": self.below_baseline,
             **{k: v for k, v in self.evidence.items() if k not in skip},
         }
 
@@ -78,7 +87,7 @@ class Diagnosis:
         ev = self.evidence
         title = PHASE_TITLES.get(self.phase, self.phase)
         span = f" (epochs {ev['first_epoch']}-{ev['last_epoch']})" if "first_epoch" in ev else ""
-        parts = [f"**{title}{span}: {self.verdict}.**"]
+        parts = [f"**{title}{span}: {self.label}.**"]
         parts += [_sentence(r) for r in self.reasons]
         if "train_accuracy" in ev:
             w = min(int(ev["window"]), int(ev["epochs"]))
@@ -107,9 +116,12 @@ class Diagnosis:
         elif ev.get("epochs"):
             parts.append(f"Early stopping did not fire: the phase ran all {ev['epochs']} epochs.")
         if "test_accuracy" in ev:
+            probe = ev.get("probe_test_accuracy")
             parts.append(
                 f"Test accuracy of the kept model: {ev['test_accuracy']:.2f} (majority-class "
-                f"baseline {ev['baseline_accuracy']:.2f})."
+                f"baseline {ev['baseline_accuracy']:.2f}"
+                + (f", linear-probe baseline {probe:.2f}" if probe is not None else "")
+                + ")."
             )
         if self.remedies:
             parts.append("Remedies: " + "; ".join(self.remedies) + ".")
@@ -309,7 +321,11 @@ def _underfitting(
     if lowered:
         out.append(f"lower augmentation: {lowered}")
     if phase == "transfer":
-        out.append(f"raise `model.dense_units` (now {m.dense_units}) for a larger head")
+        out.append(
+            f"raise `model.dense_units` (now {m.dense_units}) for a larger head"
+            if m.dense_units
+            else "a hidden layer in the head: set `model.dense_units` (now 0), e.g. to 128"
+        )
         if m.alpha < max(ALPHAS[m.architecture]):
             out.append(f"raise `model.alpha` (now {m.alpha:g}) for a wider base")
     out.append(f"raise `data.image_size` (now {params.data.image_size}) to keep more detail")
@@ -331,7 +347,8 @@ def _overfitting(
         out.append(f"lower `finetune.unfreeze_layers` (now {params.finetune.unfreeze_layers})")
         out.append(f"lower `finetune.learning_rate` (now {params.finetune.learning_rate:g})")
     else:
-        out.append(f"lower `model.dense_units` (now {m.dense_units}) for a smaller head")
+        if m.dense_units:
+            out.append(f"lower `model.dense_units` (now {m.dense_units}) for a smaller head")
     out.append(f"raise `model.dropout` (now {m.dropout:g})")
     more = "more augmentation: raise " + _augmentation(params, nonzero_only=False)
     if not params.augmentation.flip:
@@ -345,6 +362,69 @@ def _overfitting(
             f"more training images: add to the dataset or raise `split.train` (now "
             f"{params.split.train:g})"
         )
+    return tuple(out)
+
+
+def compare_to_probe(d: Diagnosis, probe_accuracy: float, params: Params) -> Diagnosis:
+    """``d`` with the linear-probe check: a phase must beat the ``baseline`` stage on test.
+
+    ``probe_accuracy`` is the test accuracy of the logistic regression on the same frozen
+    features. A phase whose test accuracy is not above it is flagged (``below_baseline``), with
+    the likely causes added to its reasons and remedies; the fit verdict itself is kept.
+    """
+    ev = {**d.evidence, "probe_test_accuracy": round(float(probe_accuracy), 4)}
+    test = ev.get("test_accuracy")
+    if test is None or test > probe_accuracy:
+        return replace(d, evidence=ev)
+    ev["probe_margin"] = round(float(test - probe_accuracy), 4)
+    reason = (
+        f"test accuracy {test:.4f} does not beat the linear-probe baseline ({probe_accuracy:.4f}"
+        ", a logistic regression on the same frozen features): "
+        + (
+            "the trained head is worse than a linear model on the features it sees"
+            if d.phase == "transfer"
+            else "fine-tuning did not pay for itself"
+        )
+    )
+    return replace(
+        d,
+        evidence=ev,
+        reasons=(*d.reasons, reason),
+        remedies=(*d.remedies, *_below_probe(d.phase, params)),
+        below_baseline=True,
+    )
+
+
+def _below_probe(phase: str, params: Params) -> tuple[str, ...]:
+    """Likely causes of a phase that loses to the linear probe, as remedies."""
+    m, cfg, aug = params.model, getattr(params, phase), params.augmentation
+    out = []
+    if phase == "transfer":
+        if m.dense_units:
+            out.append(
+                f"a linear head: set `model.dense_units` to 0 (now {m.dense_units}), without "
+                "the hidden layer and its second dropout"
+            )
+        if m.dropout > 0.2:
+            out.append(f"lower `model.dropout` (now {m.dropout:g}), e.g. to 0.2")
+        out.append(
+            f"train the head longer or faster: `transfer.epochs` (now {cfg.epochs}), "
+            f"`transfer.patience` (now {cfg.patience}), `transfer.learning_rate` (now "
+            f"{cfg.learning_rate:g})"
+        )
+        if aug.enabled:
+            out.append(
+                "milder augmentation: the probe sees the images as they are, the head sees "
+                "distorted ones"
+            )
+    else:
+        out.append(
+            f"a fine-tuning rate that adapts without erasing the features: "
+            f"`finetune.learning_rate` (now {cfg.learning_rate:g}) and "
+            f"`finetune.unfreeze_layers` (now {cfg.unfreeze_layers})"
+        )
+        out.append(f"more fine-tuning epochs: `finetune.epochs` (now {cfg.epochs})")
+        out.append("first make the transfer phase beat the probe: fine-tuning starts from it")
     return tuple(out)
 
 
@@ -372,5 +452,5 @@ def plot_marks(
         if d.best_epoch is not None:
             best[d.phase] = d.best_epoch
         if d.region is not None:
-            shaded[d.phase] = (*d.region, f"{d.phase}: {d.verdict}")
+            shaded[d.phase] = (*d.region, f"{d.phase}: {d.label}")
     return best, shaded

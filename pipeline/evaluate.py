@@ -1,14 +1,17 @@
 """Stage ``evaluate``: test-set metrics of the transfer-only and the fine-tuned model.
 
-Reads ``diagnosis.*`` and, for the current values that the fit diagnosis's remedies cite, the
-training params (the models and the split hold everything else). Writes
-``reports/metrics.json`` (accuracy, loss, macro F1 and per-class precision/recall/F1 of each
-model; ``diagnosis.<phase>``: the fit verdict and its numeric evidence), ``reports/diagnosis.md``
-(the verdicts with evidence and remedies, one paragraph per phase), ``reports/predictions.csv``
-(one row per test image), the confusion plot data
-``reports/plots/confusion_{transfer,finetune}.csv`` (``actual``, ``predicted``; DVC's
-``confusion`` template) and the figures ``reports/figures/{learning_curves,confusion_matrix}.png``
-(the learning curves mark each phase's best epoch and shade the epochs its verdict points at).
+Puts them beside the linear-probe baseline (``reports/baseline.json``, :mod:`pipeline.baseline`)
+and flags a phase whose test accuracy does not beat it. Reads ``diagnosis.*`` and, for the
+current values that the fit diagnosis's remedies cite, the training params (the models and the
+split hold everything else). Writes ``reports/metrics.json`` (accuracy, loss, macro F1 and
+per-class precision/recall/F1 of each model on test, ``val_accuracy`` and ``val_macro_f1`` on
+val; ``baseline``: the linear probe's figures; ``diagnosis.<phase>``: the fit verdict, the
+baseline flag and their numeric evidence), ``reports/diagnosis.md`` (the verdicts with evidence
+and remedies, one paragraph per phase), ``reports/predictions.csv`` (one row per test image), the
+confusion plot data ``reports/plots/confusion_{transfer,finetune}.csv`` (``actual``,
+``predicted``; DVC's ``confusion`` template) and the figures
+``reports/figures/{learning_curves,confusion_matrix}.png`` (the learning curves mark each phase's
+best epoch and shade the epochs its verdict points at).
 
 Usage: ``python -m pipeline.evaluate [--params params.yaml]``
 """
@@ -21,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import diagnosis
+from pipeline.metrics import classification_metrics
 from pipeline.params import load_params
 from pipeline.utils import (
     PipelineError,
@@ -36,54 +40,17 @@ from pipeline.utils import (
 PHASES = ("transfer", "finetune")
 
 
-def classification_metrics(
-    y_true: np.ndarray, proba: np.ndarray, classes: list[str]
-) -> tuple[dict, np.ndarray]:
-    """Metrics of ``proba`` (``(n, n_classes)``) against integer labels ``y_true`` (``(n,)``).
-
-    Returns ``({accuracy, loss, macro_f1, per_class}, confusion matrix (n_classes, n_classes))``;
-    loss is the mean categorical cross-entropy in nats.
-    """
-    from sklearn.metrics import (
-        accuracy_score,
-        confusion_matrix,
-        f1_score,
-        precision_recall_fscore_support,
-    )
-
-    labels = list(range(len(classes)))
-    y_pred = proba.argmax(axis=1)
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    per_class = {
-        c: {
-            "precision": round(float(p[i]), 4),
-            "recall": round(float(r[i]), 4),
-            "f1": round(float(f[i]), 4),
-            "support": int(s[i]),
-        }
-        for i, c in enumerate(classes)
-    }
-    metrics = {
-        "accuracy": round(float(accuracy_score(y_true, y_pred)), 4),
-        "loss": round(
-            float(-np.mean(np.log(np.clip(proba[np.arange(len(y_true)), y_true], 1e-7, 1.0)))), 4
-        ),
-        "macro_f1": round(
-            float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)), 4
-        ),
-        "per_class": per_class,
-    }
-    return metrics, confusion_matrix(y_true, y_pred, labels=labels)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Evaluate both models on the test split.")
     parser.add_argument("--models", default="models", type=Path)
     parser.add_argument("--reports", default="reports", type=Path)
+    parser.add_argument("--baseline", default="reports/baseline.json", type=Path)
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     reports = args.reports
+    if not args.baseline.is_file():
+        raise PipelineError(f"{args.baseline} not found: run the baseline stage (dvc repro)")
     for phase in PHASES:
         for name in ("model.keras", "state.json"):
             if not (args.models / phase / name).is_file():
@@ -94,14 +61,28 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.models import load_model
 
     test = load_prepared("test", image_size=params.data.image_size)
-    y_true = np.asarray(test.labels)
-    metrics: dict = {"test_images": len(test)}
+    val = load_prepared("val", image_size=params.data.image_size)
+    y_true, y_val = np.asarray(test.labels), np.asarray(val.labels)
+    probe = read_json(args.baseline)
+    metrics: dict = {
+        "test_images": len(test),
+        "val_images": len(val),
+        "baseline": {
+            **probe["test"],
+            **{f"val_{k}": v for k, v in probe["val"].items() if k != "loss"},
+            "C": probe["C"],
+        },
+    }
     matrices, preds = {}, {}
     for phase in PHASES:
         model = load_model(args.models / phase / "model.keras")
-        ds = make_dataset(test, int(model.input_shape[1]), 64)
-        proba = model.predict(ds, verbose=0)
+        size = int(model.input_shape[1])
+        proba = model.predict(make_dataset(test, size, 64), verbose=0)
         metrics[phase], matrices[phase] = classification_metrics(y_true, proba, test.classes)
+        on_val, _ = classification_metrics(
+            y_val, model.predict(make_dataset(val, size, 64), verbose=0), val.classes
+        )
+        metrics[phase].update(val_accuracy=on_val["accuracy"], val_macro_f1=on_val["macro_f1"])
         preds[phase] = proba
         write_csv(
             reports / "plots" / f"confusion_{phase}.csv",
@@ -144,19 +125,23 @@ def main(argv: list[str] | None = None) -> None:
         load_prepared("train", image_size=params.data.image_size).labels
     )
     diagnoses = [
-        diagnosis.diagnose_phase(
-            histories[ph],
-            phase=ph,
-            stopped_early=bool(read_json(args.models / ph / "state.json")["stopped_early"]),
-            baseline=baseline,
-            params=params,
-            test_accuracy=metrics[ph]["accuracy"],
+        diagnosis.compare_to_probe(
+            diagnosis.diagnose_phase(
+                histories[ph],
+                phase=ph,
+                stopped_early=bool(read_json(args.models / ph / "state.json")["stopped_early"]),
+                baseline=baseline,
+                params=params,
+                test_accuracy=metrics[ph]["accuracy"],
+            ),
+            metrics["baseline"]["accuracy"],
+            params,
         )
         for ph in PHASES
     ]
     metrics["diagnosis"] = {d.phase: d.to_metrics() for d in diagnoses}
     for d in diagnoses:
-        log.info("%s: fit diagnosis: %s", d.phase, d.verdict)
+        log.info("%s: fit diagnosis: %s", d.phase, d.label)
     write_json(reports / "metrics.json", metrics)
     with atomic_file(reports / "diagnosis.md") as fh:
         fh.write(diagnosis.render_markdown(diagnoses, params))

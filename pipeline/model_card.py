@@ -1,7 +1,9 @@
 """Stage ``model_card``: ``reports/model_card.md`` and the gallery of misclassified test images.
 
-Reads the params the card lists (``seed``, ``data``, ``split``, ``model``, ``pretrain``,
-``augmentation``, ``transfer``, ``finetune``, ``export``) and the pipeline's outputs:
+Reads the params the card lists (``profile``, ``seed``, ``data``, ``split``, ``model``,
+``pretrain``, ``augmentation``, ``transfer``, ``finetune``, ``train``, ``export``; the class
+weights of ``train.class_weight`` are computed from the train manifest, as the training phases
+compute them) and the pipeline's outputs:
 ``reports/metrics.json``, ``reports/predictions.csv``, ``reports/history/*.csv``,
 ``reports/data_source.json``, ``reports/weights_source.json``, ``reports/export.json`` and the
 manifests in ``data/split``; ``reports/diagnosis.md`` and ``reports/leakage.json`` are included
@@ -22,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from pipeline.balance import describe, weights_from_counts
 from pipeline.params import Params, load_params
 from pipeline.utils import (
     PipelineError,
@@ -59,6 +62,7 @@ def relevant_params(params: Params) -> list[tuple[str, Any]]:
     p = params.model_dump()
     m = params.model
     skip = {
+        "profile": not params.profile,
         "data.sample": params.data.source != "sample",
         "data.kaggle": params.data.source != "kaggle",
         "data.path": params.data.source != "local",
@@ -69,6 +73,7 @@ def relevant_params(params: Params) -> list[tuple[str, Any]]:
         "model.alpha": not ARCHITECTURE_NAMES.get(m.architecture, "").startswith("MobileNet"),
     }
     sections = (
+        "profile",
         "seed",
         "data",
         "split",
@@ -168,6 +173,34 @@ def _demote(markdown: str) -> str:
     )
 
 
+def _label_conflicts(lc: dict, examples: int = 5) -> list[str]:
+    """Card lines for the ``label_conflicts`` section of ``reports/leakage.json``."""
+    if not lc.get("groups"):
+        return ["- label conflicts: none (no near-duplicates under different labels)"]
+    where = (
+        f"all {lc['dropped']} dropped from the splits"
+        if lc.get("dropped")
+        else "kept, "
+        + ", ".join(f"{s} {n}" for s, n in lc.get("by_split", {}).items())
+        + " (split.label_conflicts: keep)"
+    )
+    out = [
+        f"- label conflicts: {lc['pairs']} near-duplicate pair(s) with different labels, in "
+        f"{lc['groups']} group(s) of {lc['images']} image(s); {where}. Every group is listed "
+        "under `label_conflicts` in `reports/leakage.json`; e.g.:"
+    ]
+    for group in lc.get("list", [])[:examples]:
+        images = group["images"]
+        # an image of every label first, then the others, 4 at least
+        picked = [im for i, im in enumerate(images) if im["label"] not in
+                  {x["label"] for x in images[:i]}]  # fmt: skip
+        picked += [im for im in images if im not in picked][: max(0, 4 - len(picked))]
+        shown = ", ".join(f"`{im['path']}` ({im['label']})" for im in picked)
+        more = len(images) - len(picked) + group.get("more_images", 0)
+        out.append(f"  - {shown}{f' and {more} more' if more > 0 else ''} ({group['split']})")
+    return out
+
+
 def _intended_use(data_info: dict, classes: list[str]) -> str:
     listed = ", ".join(f"`{c}`" for c in classes)
     source = data_info.get("source")
@@ -245,11 +278,22 @@ def render_card(
         "",
         f"- Base: {arch}{alpha}, pretrained weights below; the last "
         f"{params.finetune.unfreeze_layers} layers fine-tuned (BatchNorm layers frozen).",
-        f"- Head: GlobalAveragePooling2D → Dropout {m.dropout} → Dense {m.dense_units} relu → "
-        f"Dropout {m.dropout} → Dense {len(classes)} softmax.",
+        f"- Head: GlobalAveragePooling2D → Dropout {m.dropout} → "
+        + (f"Dense {m.dense_units} relu → Dropout {m.dropout} → " if m.dense_units else "")
+        + f"Dense {len(classes)} softmax.",
         f"- Input: RGB image of any size, decoded and resized to {size}×{size} px (bilinear, "
         "antialiased), float32 pixels in [0, 255]; the model rescales them itself.",
         f"- Output: {len(classes)} class probabilities, in the order of the class table below.",
+        "- Class weights in the training loss of both phases (`train.class_weight`): "
+        + describe(
+            weights_from_counts([counts["train"][c] for c in classes], params.train.class_weight),
+            classes,
+        )
+        + (
+            " (n_train / (n_classes × n_train_of_class), from the train split)."
+            if params.train.class_weight == "balanced"
+            else "."
+        ),
         f"- Transfer learning (frozen base): {_history_summary(history['transfer'])}.",
         f"- Fine-tuning: {_history_summary(history['finetune'])}.",
         "",
@@ -286,21 +330,32 @@ def render_card(
         "",
         "## Test metrics",
         "",
-        f"On the {metrics['test_images']} images of the test split (`reports/metrics.json`).",
+        f"On the {metrics['test_images']} images of the test split and the "
+        f"{metrics['val_images']} of the val split (`reports/metrics.json`). The linear-probe "
+        "baseline is a logistic regression on the frozen base's pooled features of the same "
+        f"split (`reports/baseline.json`, C = {metrics['baseline']['C']:g}, chosen on val): "
+        "every trained model must beat it.",
         "",
         _markdown_table(
-            ["metric", *PHASES.values()],
+            ["metric", "linear-probe baseline", *PHASES.values()],
             [
-                [name, *(f"{metrics[p][key]:.4f}" for p in PHASES)]
+                [name, *(f"{metrics[p][key]:.4f}" for p in ("baseline", *PHASES))]
                 for key, name in (
-                    ("accuracy", "accuracy"),
-                    ("loss", "loss (cross-entropy, nats)"),
-                    ("macro_f1", "macro F1"),
+                    ("accuracy", "test accuracy"),
+                    ("macro_f1", "test macro F1"),
+                    ("loss", "test loss (cross-entropy, nats)"),
+                    ("val_accuracy", "val accuracy"),
+                    ("val_macro_f1", "val macro F1"),
                 )
             ],
         ),
         "",
-        f"Gain from fine-tuning (accuracy): {metrics['finetune_gain']:+.4f}.",
+        f"Gain from fine-tuning (accuracy): {metrics['finetune_gain']:+.4f}; over the baseline: "
+        + ", ".join(
+            f"{name} {metrics[p]['accuracy'] - metrics['baseline']['accuracy']:+.4f}"
+            for p, name in PHASES.items()
+        )
+        + ".",
         "",
         _markdown_table(
             [
@@ -340,7 +395,10 @@ def render_card(
         out += [
             f"- {k}: {json.dumps(v) if isinstance(v, dict | list) else v}"
             for k, v in leakage.items()
+            if k != "label_conflicts"
         ]
+        if "label_conflicts" in leakage:
+            out += _label_conflicts(leakage["label_conflicts"])
     out += [
         "",
         "## Exported formats",

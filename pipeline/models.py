@@ -4,8 +4,8 @@ The classifier takes ``(batch, size, size, 3)`` float32 pixels in ``[0, 255]`` a
 ``(batch, n_classes)`` softmax probabilities::
 
     inputs -> augmentation (training only) -> preprocessing (model-specific, serialisable)
-           -> base(x, training=False) -> GlobalAveragePooling2D -> Dropout -> Dense relu
-           -> Dropout -> Dense softmax
+           -> base(x, training=False) -> GlobalAveragePooling2D -> Dropout
+           [-> Dense relu -> Dropout, unless model.dense_units is 0] -> Dense softmax
 
 The base is always called with ``training=False`` so its BatchNorm layers stay in inference mode,
 also after some of its layers are unfrozen for fine-tuning (Keras guide "Transfer learning &
@@ -358,6 +358,8 @@ def build_classifier(
 
     ``preprocess``: the preprocessing layer; by default :func:`preprocessing` of
     ``architecture`` (a KerasHub base needs it passed: its preprocessing comes from its preset).
+    ``dense_units=0`` makes the head linear (dropout, then the softmax layer) instead of
+    dropout, a hidden ``relu`` layer of ``dense_units``, dropout and the softmax layer.
     """
     base.trainable = False
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
@@ -366,8 +368,9 @@ def build_classifier(
     x = base(x, training=False)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(dropout, seed=seed + 10, name="dropout_1")(x)
-    x = layers.Dense(dense_units, activation="relu", name="dense")(x)
-    x = layers.Dropout(dropout, seed=seed + 11, name="dropout_2")(x)
+    if dense_units:  # else a linear head: pooled features -> dropout -> softmax
+        x = layers.Dense(dense_units, activation="relu", name="dense")(x)
+        x = layers.Dropout(dropout, seed=seed + 11, name="dropout_2")(x)
     # float32 whatever the dtype policy: a float16 softmax loses small probabilities.
     outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name="classifier")
@@ -493,8 +496,10 @@ def split_at_features(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     features = keras.Model(inputs, pooled, name="base_features")
     head_in = keras.Input(shape=pooled.shape[1:], name="features")
     h = head_in
+    present = {layer.name for layer in model.layers}
     for name in HEAD_LAYERS:
-        h = model.get_layer(name)(h)
+        if name in present:  # a linear head has no dense / dropout_2
+            h = model.get_layer(name)(h)
     return features, keras.Model(head_in, h, name="head")
 
 

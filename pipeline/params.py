@@ -142,6 +142,12 @@ class SplitParams(_Section):
     near_duplicate_distance: int = Field(
         4, ge=0, le=32, description="max differing bits of two 64-bit perceptual hashes"
     )
+    label_conflicts: Literal["keep", "drop"] = Field(
+        "keep",
+        description="near-duplicate groups holding images of more than one class (reported in "
+        "reports/leakage.json): keep them, each group in one split, with a warning; or drop "
+        "every image of such a group from all splits",
+    )
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> SplitParams:
@@ -167,7 +173,9 @@ class ModelParams(_Section):
         description="kaggle: path of the weights file inside the handle's files (empty: the "
         "single .h5 file there, or the one keras.applications names for the architecture)",
     )
-    dense_units: int = Field(128, ge=1, le=8192)
+    dense_units: int = Field(
+        128, ge=0, le=8192, description="hidden layer of the head; 0: a linear head"
+    )
     dropout: float = Field(0.5, ge=0, lt=1)
 
     @model_validator(mode="after")
@@ -297,6 +305,11 @@ class TransferParams(PhaseParams):
     """
 
     base_features: Literal["auto", "once", "every_epoch"] = "auto"
+    head_init: Literal["random", "probe"] = Field(
+        "random",
+        description="random: a new head; probe: the linear head starts as the baseline stage's "
+        "logistic regression (linear probing, then fine-tuning; needs model.dense_units: 0)",
+    )
 
     def features_once(self, augmentation: AugmentationParams) -> bool:
         """Whether this phase computes the base features once (see the class docstring)."""
@@ -312,7 +325,7 @@ class FinetuneParams(PhaseParams):
 
 
 class TrainParams(_Section):
-    """How both training phases run: distribution strategy, precision and determinism.
+    """How both training phases run: distribution strategy, precision, determinism, class weights.
 
     ``transfer.batch_size`` and ``finetune.batch_size`` are per replica: the global batch of
     one optimizer step is ``batch_size`` x the number of replicas (devices x workers).
@@ -340,6 +353,12 @@ class TrainParams(_Section):
         description="none: the phases' learning rates are used as written whatever the number "
         "of replicas; linear: multiplied by the number of replicas (the global batch grows "
         "with them)",
+    )
+    class_weight: Literal["none", "balanced"] = Field(
+        "none",
+        description="weights of the classes in the training loss of both phases; none: every "
+        "image counts the same; balanced: n_train / (n_classes * n_train_of_class), from the "
+        "train split (scikit-learn's 'balanced')",
     )
 
 
@@ -405,6 +424,11 @@ class ExportParams(_Section):
 class Params(_Section):
     """All pipeline parameters; one section per ``params.yaml`` top-level key."""
 
+    profile: str = Field(
+        "",
+        description="the profile (profiles/<name>.yaml) that `make experiment PROFILE=<name>` "
+        "applied; recorded for reports and reviews, it changes nothing by itself",
+    )
     seed: int = Field(42, ge=0, le=2**31 - 1)
     data: DataParams = DataParams()
     split: SplitParams = SplitParams()
@@ -416,6 +440,27 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     diagnosis: DiagnosisParams = DiagnosisParams()
     export: ExportParams = ExportParams()
+
+    @model_validator(mode="after")
+    def _real_data_real_weights(self) -> Params:
+        if self.data.source == "kaggle" and self.model.weights == "sample":
+            raise ValueError(
+                "data.source is 'kaggle' but model.weights is 'sample': sample weights are "
+                "pretrained on generated shapes for the offline demo. Use model.weights "
+                "imagenet, file or kaggle with real data (e.g. make experiment "
+                "PROFILE=tom-and-jerry)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _probe_needs_a_linear_head(self) -> Params:
+        if self.transfer.head_init == "probe" and self.model.dense_units:
+            raise ValueError(
+                "transfer.head_init is 'probe' but model.dense_units is "
+                f"{self.model.dense_units}: the probe is a linear head; set model.dense_units: 0 "
+                "or transfer.head_init: random"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unfreeze_fits(self) -> Params:

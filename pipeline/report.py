@@ -26,9 +26,20 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.utils import PipelineError, atomic_file, markdown_table, run_stage
+from pipeline.params import parse_yaml
+from pipeline.utils import (
+    PipelineError,
+    atomic_file,
+    log,
+    markdown_table,
+    run_stage,
+    subprocess_env,
+)
 
 WORKSPACE = "workspace"  # DVC's name for the working tree in its diff output
+PARAMS = "params.yaml"
+PROFILES = "profiles"
+BASE_RUN_REF = "refs/review/base"  # the base's run with the head's profile (run_base)
 DIAGNOSIS = Path("reports/diagnosis.md")
 DATA_SOURCE = "reports/data_source.json"
 METRICS = "reports/metrics.json"
@@ -36,6 +47,12 @@ IMAGE_TITLES = {
     "reports/figures/learning_curves.png": "Learning curves",
     "reports/figures/confusion_matrix.png": "Confusion matrices",
 }
+BASELINE_ROWS = (
+    ("baseline", "linear-probe baseline"),
+    ("transfer", "transfer only"),
+    ("finetune", "fine-tuned"),
+)
+METRIC_KEYS = ("val_accuracy", "accuracy", "macro_f1")
 # Keys nested deeper than this (e.g. ``finetune.per_class.tom.f1``) go to a collapsed table.
 HEADLINE_DEPTH = 2
 
@@ -171,6 +188,10 @@ def html_plots(base: str, out_dir: Path) -> Path:
     return out_dir / "index.html"
 
 
+def _read(path: str) -> str | None:
+    return Path(path).read_text(encoding="utf-8") if Path(path).is_file() else None
+
+
 def _git_show(rev: str, path: str) -> str | None:
     proc = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
     return proc.stdout if proc.returncode == 0 else None
@@ -218,6 +239,9 @@ def render(
     images: dict[str, dict[str, Path]],
     report_dir: Path,
     data_sources: tuple[str | None, str | None] = (None, None),
+    profiles: tuple[str | None, str | None] = (None, None),
+    rerun_note: str | None = None,
+    head_metrics: dict | None = None,
     diagnosis: str | None = None,
     html: Path | None = None,
 ) -> str:
@@ -228,6 +252,17 @@ def render(
         f"Base: `{base}` (`{base_commit[:9]}`). Head: the workspace of `{head_commit[:9]}`, "
         "as the pipeline left it.",
     ]
+    if rerun_note:
+        lines += ["", rerun_note]
+    if any(p is not None for p in profiles):
+        shown = [f"`{p}`" if p else "default (params.yaml)" for p in profiles]
+        lines += ["", f"Profile: base {shown[0]}, head {shown[1]}."]
+        if profiles[0] is not None and profiles[1] is not None and profiles[0] != profiles[1]:
+            lines += [
+                "",
+                "> **Different profiles.** Base and head are runs of different profiles: their "
+                "metrics are not directly comparable.",
+            ]
     old_src, new_src = data_sources
     if old_src or new_src:
         lines += ["", f"Data: base {old_src or '—'}, head {new_src or '—'}."]
@@ -250,6 +285,27 @@ def render(
     else:
         lines.append("No param changed.")
 
+    if head_metrics and "baseline" in head_metrics:
+        probe = head_metrics["baseline"]["accuracy"]
+
+        def beats(key: str) -> str:
+            return (
+                "—"
+                if key == "baseline"
+                else "yes"
+                if head_metrics[key]["accuracy"] > probe
+                else "no"
+            )
+
+        lines += ["", "## Against the linear-probe baseline (head)", ""]
+        lines += markdown_table(
+            ["model", "val accuracy", "test accuracy", "test macro F1", "beats the baseline"],
+            [
+                [name, *(fmt_value(head_metrics[key].get(m)) for m in METRIC_KEYS), beats(key)]
+                for key, name in BASELINE_ROWS
+                if key in head_metrics
+            ],
+        )
     lines += ["", "## Metrics", ""]
     if not metrics:
         lines.append("No metrics in either revision.")
@@ -298,10 +354,89 @@ def render(
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_report(base: str, out: Path, *, html: bool = True) -> Path:
-    """Run the diffs against ``base`` and write the report to ``out``; return ``out``."""
+def profile_of(params_text: str | None) -> str | None:
+    """The ``profile`` in a ``params.yaml`` text (``""``: none); ``None`` without the file."""
+    if params_text is None:
+        return None
+    try:
+        raw = parse_yaml(params_text)
+    except Exception:  # a broken params.yaml at some revision: no profile to name
+        return None
+    return str(raw.get("profile") or "") if isinstance(raw, dict) else None
+
+
+def run_base(base_commit: str, profile: str, ref: str = BASE_RUN_REF) -> str:
+    """Run ``base_commit`` with ``profile`` in a throw-away clone; return a ref to its results.
+
+    The clone shares this repository's DVC cache, so the base's committed outputs are checked
+    out and only the stages the profile changes run (``make experiment PROFILE=...`` there).
+    Its params, ``dvc.lock`` and reports are committed in the clone and fetched here as ``ref``,
+    a revision DVC's diffs read like any other.
+    """
+    root = Path(_run(["git", "rev-parse", "--show-toplevel"], "git rev-parse").strip())
+    env = subprocess_env()
+    with tempfile.TemporaryDirectory(prefix="review-base-") as tmp:
+        clone = Path(tmp) / "base"
+
+        def in_clone(cmd: list[str], what: str, check: bool = True) -> str:
+            proc = subprocess.run(cmd, cwd=clone, env=env, capture_output=True, text=True)
+            if check and proc.returncode != 0:
+                tail = (proc.stderr or proc.stdout).strip()[-2000:]
+                raise PipelineError(f"the base run failed at {what}:\n{tail}")
+            return proc.stdout
+
+        _run(["git", "clone", "-q", "--no-checkout", str(root), str(clone)], "git clone")
+        in_clone(["git", "checkout", "-q", base_commit], "git checkout")
+        if not (clone / PROFILES / f"{profile}.yaml").is_file():
+            raise PipelineError(
+                f"the base revision has no profile '{profile}' ({PROFILES}/{profile}.yaml), so "
+                "it cannot be run like the head: compare by hand, or land the profile first"
+            )
+        cache = _dvc("cache", "dir").strip()  # this repository's, wherever it is configured
+        in_clone(["dvc", "cache", "dir", "--local", cache], "dvc cache dir")
+        in_clone(["dvc", "checkout"], "dvc checkout", check=False)  # what the cache has
+        log.info("running the base (%s) with profile '%s' in %s", base_commit[:9], profile, clone)
+        in_clone(
+            [sys.executable, "-m", "pipeline.experiment", "--profile", profile],
+            f"make experiment PROFILE={profile}",
+        )
+        in_clone(["git", "add", "-A"], "git add")
+        in_clone(
+            [
+                "git",
+                "-c",
+                "user.name=review",
+                "-c",
+                "user.email=review@localhost",
+                "commit",
+                "-qm",
+                f"{base_commit[:9]} run with profile {profile}",
+            ],
+            "git commit",
+        )
+        _run(["git", "fetch", "-q", str(clone), f"+HEAD:{ref}"], "git fetch")
+    return ref
+
+
+def write_report(base: str, out: Path, *, html: bool = True, rerun: bool = True) -> Path:
+    """Run the diffs against ``base`` and write the report to ``out``; return ``out``.
+
+    Both sides must be runs of the same profile (``profile`` in ``params.yaml``): when the
+    base's committed results come from another profile and ``rerun`` is true, the base is run
+    with the head's profile first (:func:`run_base`) and the report compares with that run.
+    """
     base_commit = resolve_base(base)
     head_commit = _run(["git", "rev-parse", "HEAD"], "git rev-parse HEAD").strip()
+    profiles = [profile_of(_git_show(base_commit, PARAMS)), profile_of(_read(PARAMS))]
+    rerun_note = None
+    if rerun and profiles[1] and profiles[0] != profiles[1]:
+        rerun_note = (
+            f"`{base}` committed results of profile `{profiles[0] or 'default'}`, so it was run "
+            f"with the head's profile `{profiles[1]}` for this comparison."
+        )
+        base = run_base(base_commit, profiles[1])
+        base_commit = resolve_base(base)
+        profiles[0] = profile_of(_git_show(base_commit, PARAMS))
     report_dir = out.parent
     report_dir.mkdir(parents=True, exist_ok=True)
     params = params_diff(base)
@@ -310,7 +445,7 @@ def write_report(base: str, out: Path, *, html: bool = True) -> Path:
     page = html_plots(base, report_dir / "plots") if html else None
     if not html:
         shutil.rmtree(report_dir / "plots", ignore_errors=True)  # not a stale page either
-    head_source = Path(DATA_SOURCE).read_text() if Path(DATA_SOURCE).is_file() else None
+    head_source = _read(DATA_SOURCE)
     text = render(
         base=base,
         base_commit=base_commit,
@@ -323,6 +458,9 @@ def write_report(base: str, out: Path, *, html: bool = True) -> Path:
             _data_source(_git_show(base_commit, DATA_SOURCE)),
             _data_source(head_source),
         ),
+        profiles=(profiles[0], profiles[1]),
+        rerun_note=rerun_note,
+        head_metrics=json.loads(_read(METRICS) or "{}"),
         diagnosis=DIAGNOSIS.read_text(encoding="utf-8") if DIAGNOSIS.is_file() else None,
         html=page,
     )
@@ -346,8 +484,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-html", action="store_true", help="skip the interactive plots (plots/index.html)"
     )
+    parser.add_argument(
+        "--no-rerun",
+        action="store_true",
+        help="never run the base with the head's profile (the report then warns when the "
+        "profiles differ)",
+    )
     args = parser.parse_args(argv)
-    out = write_report(args.base, args.out, html=not args.no_html)
+    out = write_report(args.base, args.out, html=not args.no_html, rerun=not args.no_rerun)
     print(out)
 
 

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from pipeline.data import PREPARED_DIR, Split, load_prepared, make_dataset
 from pipeline.live import LIVE_DIR, LiveMetrics
-from pipeline.utils import log, write_csv
+from pipeline.utils import PipelineError, log, write_csv
 
 HISTORY_COLUMNS = (
     "epoch",
@@ -86,26 +86,38 @@ def feature_datasets(
     seed: int,
     split_dir: str | Path = "data/split",
     prepared_dir: str | Path = PREPARED_DIR,
+    stored: dict[str, np.ndarray] | None = None,
 ) -> tuple[Split, tf.data.Dataset, tf.data.Dataset]:
     """Like :func:`load_train_val`, with ``features`` computed once instead of images.
 
-    The train features are shuffled the way :func:`load_train_val` shuffles the images (same
-    seed, same order), so a head trained on them sees the batches a whole model would.
+    ``stored``: the ``train`` and ``val`` features already computed by the same features model
+    (:func:`pipeline.features.load`), used instead of running it again. The train features are
+    shuffled the way :func:`load_train_val` shuffles the images (same seed, same order), so a
+    head trained on them sees the batches a whole model would.
     """
     train, val = (load_prepared(n, prepared_dir, split_dir, image_size) for n in ("train", "val"))
-    start = time.perf_counter()
-    forward = inference_fn(features)
-    f_train = extract_features(forward, train, image_size, batch_size)
-    f_val = extract_features(forward, val, image_size, batch_size)
-    seconds = time.perf_counter() - start
-    n = len(train) + len(val)
-    log.info(
-        "base features of %d images computed once in %.1f s (%.0f images/s), %s each",
-        n,
-        seconds,
-        n / max(seconds, 1e-9),
-        "x".join(map(str, f_train.shape[1:])),
-    )
+    if stored is not None:
+        f_train, f_val = stored["train"], stored["val"]
+        if (len(f_train), len(f_val)) != (len(train), len(val)):
+            raise PipelineError(
+                f"stored base features hold {len(f_train)} + {len(f_val)} images, the splits "
+                f"{len(train)} + {len(val)}: run the baseline stage again (dvc repro baseline)"
+            )
+        log.info("base features of %d images reused from the baseline stage", len(train) + len(val))
+    else:
+        start = time.perf_counter()
+        forward = inference_fn(features)
+        f_train = extract_features(forward, train, image_size, batch_size)
+        f_val = extract_features(forward, val, image_size, batch_size)
+        seconds = time.perf_counter() - start
+        n = len(train) + len(val)
+        log.info(
+            "base features of %d images computed once in %.1f s (%.0f images/s), %s each",
+            n,
+            seconds,
+            n / max(seconds, 1e-9),
+            "x".join(map(str, f_train.shape[1:])),
+        )
 
     def dataset(x: np.ndarray, split: Split, shuffle: bool) -> tf.data.Dataset:
         ds = tf.data.Dataset.from_tensor_slices((x, np.asarray(split.labels, np.int32)))
@@ -166,6 +178,7 @@ def fit_phase(
     step_offset: int = 0,
     checkpoint: keras.Model | None = None,
     strategy: object | None = None,
+    class_weight: dict[int, float] | None = None,
 ) -> tuple[list[list], PhaseResult]:
     """Train ``model`` for up to ``epochs`` epochs after ``initial_epoch``; return history rows.
 
@@ -180,6 +193,11 @@ def fit_phase(
     (keras-team/keras#20585), :func:`fit_distributed` trains with the same callbacks and
     returns the same history; otherwise ``Model.fit`` does. Only the chief writes the live
     metrics file; other workers write it into ``work_dir``.
+
+    ``class_weight``: ``{class index: weight}`` (:func:`pipeline.balance.class_weights`) scaling
+    each train image's loss, as ``Model.fit(class_weight=...)`` does; ``None``: unweighted. The
+    history's train loss is then the weighted loss (as Keras reports it); accuracy and the val
+    figures are never weighted.
     """
     from pipeline import distribute
 
@@ -214,6 +232,7 @@ def fit_phase(
                 initial_epoch=initial_epoch,
                 callbacks=callbacks,
                 verbose=2 if distribute.is_chief(strategy) else 0,
+                class_weight=class_weight,
             )
         else:
             hist = model.fit(
@@ -223,6 +242,7 @@ def fit_phase(
                 initial_epoch=initial_epoch,
                 callbacks=callbacks,
                 verbose=2,
+                class_weight=class_weight,
             )
     except BaseException:
         # Interrupted (SIGINT/SIGTERM) or failed: close the event writers now, or they flush
@@ -283,6 +303,7 @@ def fit_distributed(
     initial_epoch: int = 0,
     callbacks: list[keras.callbacks.Callback] | None = None,
     verbose: int = 2,
+    class_weight: dict[int, float] | None = None,
 ) -> keras.callbacks.History:
     """``model.fit(train_ds, validation_data=val_ds, ...)`` as a ``strategy.run`` loop.
 
@@ -298,6 +319,11 @@ def fit_distributed(
     epoch logs ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``: the global mean loss
     and the fraction of images whose most probable class is the label. Returns the
     ``History``, as ``Model.fit`` does.
+
+    ``class_weight`` (``{class index: weight}``, as ``Model.fit`` takes it) multiplies each train
+    image's loss by its class's weight before the division by the global batch, so the train
+    ``loss`` is the weighted one, as ``Model.fit`` reports it; accuracy and validation are
+    unweighted, as there.
     """
     history = keras.callbacks.History()
     cbs = keras.callbacks.CallbackList(
@@ -311,9 +337,16 @@ def fit_distributed(
     loss_fn, optimizer = keras.losses.get(model.loss), model.optimizer
     train_dist = strategy.experimental_distribute_dataset(_shardable(train_ds))
     val_dist = strategy.experimental_distribute_dataset(_shardable(val_ds))
+    table = None
+    if class_weight is not None:
+        # class index -> weight; a class missing from the dict weighs 1, as in Model.fit
+        table = tf.constant(
+            [float(class_weight.get(c, 1.0)) for c in range(max(class_weight) + 1)], tf.float32
+        )
 
     def sums(x: tf.Tensor, y: tf.Tensor, training: bool) -> tuple[tf.Tensor, ...]:
-        """Per replica: loss to minimise, summed per-image loss, correct images, images."""
+        """Per replica: loss to minimise, summed per-image loss (times its class weight in
+        training), correct images, images."""
         y = tf.cast(y, tf.int32)
         n = tf.shape(y)[0]
         # Images in the global batch: the last batch of an epoch may be short on some replicas.
@@ -323,6 +356,8 @@ def fit_distributed(
         per_image = (
             loss_fn.call(y, probs) if isinstance(loss_fn, keras.losses.Loss) else loss_fn(y, probs)
         )
+        if training and table is not None:
+            per_image = per_image * tf.gather(table, y)
         loss = tf.nn.compute_average_loss(per_image, global_batch_size=n_global)
         if training and model.losses:
             loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))

@@ -1,15 +1,18 @@
 """Stage ``transfer``: train a new head on the frozen pretrained base.
 
 Reads ``seed``, ``data.image_size``, ``model.*``, ``augmentation.*``, ``transfer.*`` and
-``train.*`` (distribution, precision; see :mod:`pipeline.distribute`), and the prepared images of
-``data/prepared``. Writes ``models/transfer/`` (``model.keras``: the classifier at its best epoch;
-``best.weights.h5``: its checkpoint; ``state.json``: epochs run, best epoch and how the base ran),
+``train.*`` (distribution, precision, see :mod:`pipeline.distribute`; class weights, see
+:mod:`pipeline.balance`), and the prepared images of ``data/prepared``. Writes
+``models/transfer/`` (``model.keras``: the classifier at its best epoch; ``best.weights.h5``: its
+checkpoint; ``state.json``: epochs run, best epoch, how the base ran and the class weights),
 ``reports/history/transfer.csv`` (one row per epoch) and TensorBoard logs in ``logs/transfer``;
 in a multi-worker run only the chief writes them.
 
 With ``transfer.base_features`` resolving to ``once`` (``auto`` without augmentation), the frozen
 base runs once over the train and val images and the head trains on the pooled features
-(:func:`pipeline.models.split_at_features`); otherwise the whole model runs on every batch.
+(:func:`pipeline.models.split_at_features`), reusing the features that the ``baseline`` stage
+stored in ``data/features`` when they come from the same base, size and split; otherwise the
+whole model runs on every batch.
 
 Usage: ``python -m pipeline.transfer [--params params.yaml]``
 """
@@ -27,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Transfer learning: frozen base, new head.")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--weights", default="models/base.weights.h5", type=Path)
+    parser.add_argument("--features", default="data/features", type=Path)
     parser.add_argument("--out", default="models/transfer", type=Path)
     parser.add_argument("--history", default="reports/history/transfer.csv", type=Path)
     parser.add_argument("--logs", default="logs/transfer", type=Path)
@@ -37,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
         raise PipelineError(f"{args.weights} not found: run the download_weights stage first")
 
     from pipeline import distribute
+    from pipeline.balance import class_weights, describe
     from pipeline.data import load_prepared
     from pipeline.models import classifier_from_params, compile_model, split_at_features
     from pipeline.training import feature_datasets, fit_phase, load_train_val, write_history
@@ -48,6 +53,12 @@ def main(argv: list[str] | None = None) -> None:
     classes = load_prepared("train", image_size=size).classes  # fails fast if not prepared
     with strategy.scope():
         model = classifier_from_params(params, len(classes), weights=args.weights)
+        if cfg.head_init == "probe":
+            from pipeline.features import load_probe
+
+            probe = load_probe(args.features)
+            model.get_layer("predictions").set_weights([probe["kernel"], probe["bias"]])
+            log.info("transfer: the head starts as the baseline's logistic regression")
         if once:
             features, trained = split_at_features(model)
         else:
@@ -59,9 +70,16 @@ def main(argv: list[str] | None = None) -> None:
                 "transfer.base_features is 'once': the head trains on un-augmented images "
                 "(augmentation applies in fine-tuning only)"
             )
-        _, train_ds, val_ds = feature_datasets(features, size, batch, params.seed)
+        from pipeline import features as feats
+
+        stored = feats.load(feats.spec(params, args.weights), ("train", "val"), args.features)
+        train, train_ds, val_ds = feature_datasets(
+            features, size, batch, params.seed, stored=stored
+        )
     else:
-        _, train_ds, val_ds = load_train_val(size, batch, params.seed)
+        train, train_ds, val_ds = load_train_val(size, batch, params.seed)
+    weights = class_weights(train.labels, len(classes), params.train.class_weight)
+    log.info("transfer: class weights %s", describe(weights, classes))
     log.info(
         "transfer: %d trainable / %d total parameters",
         sum(int(w.numpy().size) for w in model.trainable_weights),
@@ -80,9 +98,13 @@ def main(argv: list[str] | None = None) -> None:
             log_dir=tb,
             checkpoint=model,
             strategy=strategy,
+            class_weight=weights,
         )
         model.save(tmp / "model.keras")
-        state = result.to_dict() | {"base_features": "once" if once else "every_epoch"}
+        state = result.to_dict() | {
+            "base_features": "once" if once else "every_epoch",
+            "class_weight": weights and {classes[i]: w for i, w in weights.items()},
+        }
         write_json(tmp / "state.json", state)
         if distribute.is_chief(strategy):
             write_history(args.history, rows)

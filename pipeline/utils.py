@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import random
+import resource
 import shutil
 import signal
 import sys
@@ -22,6 +23,14 @@ log = logging.getLogger("pipeline")
 
 class PipelineError(RuntimeError):
     """A failure the user can fix; the stage prints the message and exits with status 1."""
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for ``dvc`` and stage subprocesses: this interpreter's bin first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
 
 
 def setup_logging() -> None:
@@ -184,7 +193,12 @@ def run_stage(main: Callable[[], None]) -> None:
     start = time.perf_counter()
     try:
         main()
-        log.info("%s finished in %.1f s", _stage_name(main), time.perf_counter() - start)
+        log.info(
+            "%s finished in %.1f s, peak RSS %.0f MiB",
+            _stage_name(main),
+            time.perf_counter() - start,
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        )
     except (PipelineError, ParamsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -6,7 +6,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from pipeline.bench import make_project, subprocess_env
+from pipeline.bench import make_project
+from pipeline.utils import subprocess_env
 from tests.conftest import ROOT
 
 

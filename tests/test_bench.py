@@ -8,35 +8,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.bench import PRESETS, STEP_ROWS, apply_overrides, main
-from pipeline.params import parse_params
-from pipeline.utils import PipelineError
+from pipeline.bench import PRESETS, STEP_ROWS, main
+from pipeline.experiment import resolve
 from tests.conftest import tiny_params_dict
 
 
-def test_overrides_are_yaml_values_in_nested_sections():
-    raw = {"data": {"image_size": 96}, "model": {"alpha": 0.35}}
-    out = apply_overrides(
-        raw, ["data.image_size=224", "model.alpha=1.0", "augmentation.flip=false"]
-    )
-    assert out == {
-        "data": {"image_size": 224},
-        "model": {"alpha": 1.0},
-        "augmentation": {"flip": False},
-    }
-    assert raw["data"]["image_size"] == 96  # the input is left alone
-    with pytest.raises(PipelineError, match="expected key=value"):
-        apply_overrides(raw, ["data.image_size"])
-    with pytest.raises(PipelineError, match="image_size is not a section"):
-        apply_overrides(raw, ["data.image_size.x=1"])
-
-
-def test_presets_are_valid_params():
-    base = yaml.safe_load(Path("params.yaml").read_text())
+def test_presets_apply_their_profile():
     for preset in PRESETS.values():
-        params = parse_params(apply_overrides(base, preset["set"]))
-        assert not params.augmentation.enabled  # the base features are computed once
-        assert params.transfer.features_once(params.augmentation)
+        values, params = resolve(preset["profile"], [])
+        assert values["profile"] == preset["profile"]
+        assert params.model.weights == "imagenet"  # bench repro swaps in random weights
 
 
 def test_bad_override_is_one_line_error(tmp_path: Path, capsys):
@@ -63,3 +44,50 @@ def test_steps_measures_every_row(tmp_path: Path, capsys):
     assert "mobilenet_v2 0.35 at 32 px" in printed
     assert printed.count("x transfer_step") == printed.count("x finetune_step") == 1
     assert list((tmp_path / "work").iterdir()) == []  # the frames and arrays are removed
+
+
+def test_quality_table_puts_every_phase_beside_the_reference():
+    from pipeline.bench import format_quality
+
+    phase = {"val_accuracy": 0.8, "test_accuracy": 0.75, "val_macro_f1": 0.7,
+             "test_macro_f1": 0.65, "s": 30.0, "rss_mb": 900.0}  # fmt: skip
+    result = {
+        "images": {"train": 70, "val": 20, "test": 10},
+        "classes": 4,
+        "phases": {
+            "baseline": phase,
+            "transfer": {**phase, "test_accuracy": 0.7},
+            "finetune": {**phase, "s": 90.0},
+            "reference": {
+                "val_accuracy": 0.78,
+                "test_accuracy": 0.74,
+                "s": 150.0,
+                "recipe": "plain",
+            },
+        },
+        "below_baseline": ["transfer"],
+        "stages": {"split": {"s": 2.0, "rss_mb": 200.0}, "transfer": {"s": 30.0, "rss_mb": 1.0}},
+        "repro_s": 200.0,
+    }
+    text = format_quality(result, "setup")
+    assert "70 / 20 / 10 train / val / test images, 4 classes" in text
+    assert "transfer     0.8000   0.7000   0.7000   0.6500     30.0       900" in text
+    assert "reference    0.7800   0.7400        -        -    150.0         -" in text
+    assert "transfer + finetune stages: 120 s; reference training: 150 s (plain)" in text
+    assert "other stages: split 2 s" in text
+    assert "below the baseline on test accuracy: transfer" in text
+
+
+@pytest.mark.slow
+def test_reference_recipe_runs_on_the_pipelines_split(trained_repo: Path):
+    from pipeline.reference import reference_run
+
+    weights = str(trained_repo / "models/base.weights.h5")
+    result = reference_run(trained_repo, 32, 0.35, weights, seed=7)
+    assert 0 <= result["val_accuracy"] <= 1 and 0 <= result["test_accuracy"] <= 1
+    assert result["train_s"] > 0 and "flip" in result["recipe"]
+    again = reference_run(trained_repo, 32, 0.35, weights, seed=7)  # seeded: the same figures
+    assert (again["val_accuracy"], again["test_accuracy"]) == (
+        result["val_accuracy"],
+        result["test_accuracy"],
+    )

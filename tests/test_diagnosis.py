@@ -13,6 +13,7 @@ from pipeline import plots
 from pipeline.diagnosis import (
     VERDICTS,
     Diagnosis,
+    compare_to_probe,
     diagnose_phase,
     majority_baseline,
     plot_marks,
@@ -395,3 +396,46 @@ def test_learning_curves_mark_best_epochs_and_shade_the_verdict(tmp_path):
     assert _tinted(marked, blue) > _tinted(plain, blue) + 10_000  # shaded epochs, both panels
     # a best epoch outside the history is ignored, not an error
     plots.learning_curves(rows, tmp_path / "x.png", best_epochs={"transfer": 99})
+
+
+# --- the linear-probe baseline ---------------------------------------------------------------
+
+
+def _good(phase="transfer", test=0.87):
+    val_loss = [1.2, 1.0, 0.8, 0.7, 0.6, 0.55, 0.5, 0.51, 0.52, 0.52]
+    rows = history(0.9, 0.88, falling(10, 1.3, 0.45), val_loss, phase=phase)
+    return diagnose(rows, phase=phase, test_accuracy=test)
+
+
+def test_a_phase_above_the_probe_is_not_flagged():
+    d = compare_to_probe(_good(test=0.87), 0.86, PARAMS)
+    assert not d.below_baseline and d.verdict == "good fit" and d.remedies == ()
+    assert d.evidence["probe_test_accuracy"] == 0.86 and "probe_margin" not in d.evidence
+    assert d.to_metrics()["below_baseline"] is False
+    assert "linear-probe baseline 0.86" in d.to_markdown()
+
+
+@pytest.mark.parametrize("probe", [0.87, 0.9])  # a tie does not beat the probe either
+def test_a_phase_not_above_the_probe_is_flagged_with_causes(probe):
+    d = compare_to_probe(_good(test=0.87), probe, PARAMS)
+    assert d.below_baseline and d.verdict == "good fit"  # the fit verdict stands
+    assert d.label == "good fit, below the linear-probe baseline"
+    assert d.evidence["probe_margin"] == pytest.approx(0.87 - probe)
+    assert any("does not beat the linear-probe baseline" in r for r in d.reasons)
+    remedies = " ".join(d.remedies)
+    assert "set `model.dense_units` to 0 (now 128)" in remedies
+    assert "lower `model.dropout` (now 0.5)" in remedies
+    text = d.to_markdown()
+    assert ": good fit, below the linear-probe baseline.**" in text
+    assert d.to_metrics()["below_baseline"] is True
+    json.dumps(d.to_metrics(), allow_nan=False)
+
+
+def test_finetune_below_the_probe_points_at_its_rate_and_depth():
+    d = compare_to_probe(_good("finetune", test=0.8), 0.85, PARAMS)
+    remedies = " ".join(d.remedies)
+    assert "`finetune.learning_rate` (now 0.0001)" in remedies
+    assert f"`finetune.unfreeze_layers` (now {UNFREEZE})" in remedies
+    assert "fine-tuning did not pay" in " ".join(d.reasons)
+    cited = {k for r in d.remedies for k in re.findall(r"`([^`]+)`", r)}
+    assert cited <= set(_known_keys(Params))

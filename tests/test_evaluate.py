@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.evaluate import classification_metrics
+from pipeline.metrics import classification_metrics
 
 
 def test_metrics_on_known_predictions():

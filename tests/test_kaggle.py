@@ -52,7 +52,12 @@ LEGACY_NAME = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h
 
 
 def _data_params(handle: str = DATASET_HANDLE):
-    return parse_params(tiny_params_dict(data={"source": "kaggle", "kaggle": {"handle": handle}}))
+    # real data needs real weights: imagenet stands in (this test downloads data only)
+    return parse_params(
+        tiny_params_dict(
+            data={"source": "kaggle", "kaggle": {"handle": handle}}, model={"weights": "imagenet"}
+        )
+    )
 
 
 def _weights_params(handle: str, file: str = ""):

@@ -22,6 +22,8 @@ def _phase(acc: float, loss: float, f1: float) -> dict:
         "accuracy": acc,
         "loss": loss,
         "macro_f1": f1,
+        "val_accuracy": acc - 0.02,
+        "val_macro_f1": f1 - 0.02,
         "per_class": {
             c: {"precision": acc, "recall": acc - 0.01 * i, "f1": f1 - 0.01 * i, "support": 5}
             for i, c in enumerate(CLASSES)
@@ -52,7 +54,7 @@ def _export() -> dict:
     }
 
 
-def _card(params, **kwargs) -> str:
+def _card(params, counts: dict | None = None, **kwargs) -> str:
     history = {
         "transfer": [
             {"epoch": "1", "val_loss": "0.9", "val_accuracy": "0.6"},
@@ -60,11 +62,15 @@ def _card(params, **kwargs) -> str:
         ],
         "finetune": [{"epoch": "3", "val_loss": "0.7", "val_accuracy": "0.75"}],
     }
-    counts = {s: Counter({"cat": n, "dog": n}) for s, n in (("train", 7), ("val", 2), ("test", 5))}
+    counts = counts or {
+        s: Counter({"cat": n, "dog": n}) for s, n in (("train", 7), ("val", 2), ("test", 5))
+    }
     return render_card(
         params,
         {
             "test_images": 10,
+            "val_images": 4,
+            "baseline": {**_phase(0.7, 0.7, 0.65), "C": 0.01},
             "transfer": _phase(0.6, 0.8123, 0.5876),
             "finetune": _phase(0.8, 0.4567, 0.7891),
             "finetune_gain": 0.2,
@@ -86,9 +92,13 @@ def _section(card: str, title: str) -> str:
 def test_card_content(tiny_params):
     card = _card(tiny_params)
     metrics = _section(card, "Test metrics")
-    assert "| accuracy | 0.6000 | 0.8000 |" in metrics
-    assert "| loss (cross-entropy, nats) | 0.8123 | 0.4567 |" in metrics
-    assert "| macro F1 | 0.5876 | 0.7891 |" in metrics
+    assert "| metric | linear-probe baseline | transfer only | fine-tuned |" in metrics
+    assert "| test accuracy | 0.7000 | 0.6000 | 0.8000 |" in metrics
+    assert "| test loss (cross-entropy, nats) | 0.7000 | 0.8123 | 0.4567 |" in metrics
+    assert "| test macro F1 | 0.6500 | 0.5876 | 0.7891 |" in metrics
+    assert "| val accuracy | 0.6800 | 0.5800 | 0.7800 |" in metrics
+    assert "C = 0.01, chosen on val" in metrics
+    assert "over the baseline: transfer only -0.1000, fine-tuned +0.1000." in metrics
     assert "| `dog` | 0.6000 | 0.8000 | 0.5900 | 0.7900 | 0.5776 | 0.7791 | 5 |" in metrics
     data = _section(card, "Data")
     assert "Kaggle dataset `owner/pets`, version 3" in data
@@ -118,6 +128,58 @@ def test_card_includes_diagnosis_and_leakage_when_present(tiny_params):
     assert "Not checked" not in leakage
     assert "- near_duplicate_pairs: 2" in leakage and '[["a.jpg", "b.jpg"]]' in leakage
     assert "![misclassified test images](misclassified.png)" in card
+
+
+def test_card_states_the_class_weights(tiny_params):
+    assert "(`train.class_weight`): none (every training image counts the same)." in (
+        _section(_card(tiny_params), "Model")
+    )
+    balanced = tiny_params.model_copy(
+        update={"train": tiny_params.train.model_copy(update={"class_weight": "balanced"})}
+    )
+    counts = {"train": Counter({"cat": 12, "dog": 4}), "val": Counter(cat=2, dog=2)}
+    model = _section(_card(balanced, {**counts, "test": Counter(cat=5, dog=5)}), "Model")
+    # 16 train images, 2 classes: 16 / (2 x 12) and 16 / (2 x 4)
+    assert "(`train.class_weight`): balanced: `cat` 0.6667, `dog` 2.0000 (n_train /" in model
+    assert "| `train.class_weight` | `balanced` |" in _card(balanced)
+
+
+def test_card_summarises_label_conflicts(tiny_params):
+    conflict = {
+        "labels": {"cat": 1, "dog": 5},
+        "split": "train",
+        "images": [{"path": f"dog/{i}.jpg", "label": "dog"} for i in range(5)]
+        + [{"path": "cat/9.jpg", "label": "cat"}],
+        "more_images": 0,
+    }
+    leakage = {
+        "near_duplicate_pairs": 9,
+        "label_conflicts": {
+            "policy": "keep",
+            "pairs": 5,
+            "groups": 1,
+            "images": 6,
+            "dropped": 0,
+            "by_split": {"train": 6, "val": 0, "test": 0},
+            "list": [conflict],
+        },
+    }
+    text = _section(_card(tiny_params, leakage=leakage), "Data leakage")
+    assert "- near_duplicate_pairs: 9" in text
+    assert (
+        "- label conflicts: 5 near-duplicate pair(s) with different labels, in 1 group(s) of 6 "
+        "image(s); kept, train 6, val 0, test 0 (split.label_conflicts: keep)." in text
+    )
+    assert (
+        "  - `dog/0.jpg` (dog), `cat/9.jpg` (cat), `dog/1.jpg` (dog), `dog/2.jpg` (dog) and 2 more "
+        "(train)" in text
+    )
+    dropped = {**leakage["label_conflicts"], "policy": "drop", "dropped": 6, "list": []}
+    text = _section(_card(tiny_params, leakage={"label_conflicts": dropped}), "Data leakage")
+    assert "all 6 dropped from the splits" in text
+    none = {**dropped, "pairs": 0, "groups": 0, "images": 0, "dropped": 0}
+    text = _section(_card(tiny_params, leakage={"label_conflicts": none}), "Data leakage")
+    assert "- label conflicts: none" in text
 
 
 def test_relevant_params_leave_out_unused_sources(tiny_params):
@@ -166,11 +228,14 @@ def test_model_card_holds_the_real_values(trained_repo: Path):
     card = (trained_repo / "reports/model_card.md").read_text()
     metrics = json.loads((trained_repo / "reports/metrics.json").read_text())
     for key, label in (
-        ("accuracy", "accuracy"),
-        ("loss", "loss (cross-entropy, nats)"),
-        ("macro_f1", "macro F1"),
+        ("accuracy", "test accuracy"),
+        ("loss", "test loss (cross-entropy, nats)"),
+        ("macro_f1", "test macro F1"),
+        ("val_accuracy", "val accuracy"),
+        ("val_macro_f1", "val macro F1"),
     ):
-        assert _row(card, label) == [f"{metrics[p][key]:.4f}" for p in ("transfer", "finetune")]
+        phases = ("baseline", "transfer", "finetune")
+        assert _row(card, label) == [f"{metrics[p][key]:.4f}" for p in phases]
     classes, counts = class_counts(trained_repo / "data/split")
     for c in classes:
         per_class = _row(card, f"`{c}`")  # first: the class table, then the per-class metrics
@@ -180,7 +245,7 @@ def test_model_card_holds_the_real_values(trained_repo: Path):
             f"{metrics['finetune']['per_class'][c]['f1']:.4f} | "
             f"{metrics['finetune']['per_class'][c]['support']}"
         )
-    assert f"Gain from fine-tuning (accuracy): {metrics['finetune_gain']:+.4f}." in card
+    assert f"Gain from fine-tuning (accuracy): {metrics['finetune_gain']:+.4f};" in card
     source = json.loads((trained_repo / "reports/data_source.json").read_text())
     assert f"seed {source['seed']}" in _section(card, "Data")
     export = json.loads((trained_repo / "reports/export.json").read_text())

@@ -130,3 +130,22 @@ def test_size_free_weights_load_at_any_size(tmp_path):
     for size in (32, 64):
         other = build_base("mobilenet_v2", 0.35, size, weights=path)
         np.testing.assert_array_equal(other.weights[0].numpy(), base.weights[0].numpy())
+
+
+def test_linear_head_splits_at_the_features_and_loads_in_safe_mode(tmp_path):
+    from pipeline.models import split_at_features
+
+    base = build_base("mobilenet_v2", 0.35, 32)
+    model = build_classifier(base, "mobilenet_v2", 32, 3, aug=AugmentationParams(), seed=1,
+                             dense_units=0, dropout=0.2)  # fmt: skip
+    names = [layer.name for layer in model.layers]
+    assert names[-3:] == ["pool", "dropout_1", "predictions"] and "dense" not in names
+    features, head = split_at_features(model)
+    assert [layer.name for layer in head.layers][1:] == ["dropout_1", "predictions"]
+    x = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    expected = model.predict(x, verbose=0)
+    np.testing.assert_allclose(head.predict(features.predict(x, verbose=0), verbose=0), expected,
+                               atol=1e-6)  # fmt: skip
+    model.save(tmp_path / "m.keras")
+    np.testing.assert_allclose(load_model(tmp_path / "m.keras").predict(x, verbose=0), expected,
+                               atol=1e-6)  # fmt: skip

@@ -22,7 +22,7 @@ def prepared(sample_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     root = tmp_path_factory.mktemp("prepared")
     (root / "params.yaml").write_text(f"seed: 1\ndata:\n  image_size: {SIZE}\n")
     split_main(["--params", str(root / "params.yaml"), "--data", str(sample_dataset),
-                "--out", str(root / "split")])  # fmt: skip
+                "--out", str(root / "split"), "--leakage", str(root / "leakage.json")])  # fmt: skip
     prepare_main(["--params", str(root / "params.yaml"), "--split", str(root / "split"),
                   "--data", str(sample_dataset), "--out", str(root / "prepared")])  # fmt: skip
     return root
@@ -99,9 +99,12 @@ def test_undecodable_image_names_the_file_and_keeps_previous_output(
 
 
 def _train_transfer(
-    repo: Path, work: Path, once: bool, epochs: int = 2
+    repo: Path, work: Path, once: bool, epochs: int = 2, stored: bool = False
 ) -> tuple[list[list], np.ndarray, float]:
-    """Train a head on ``repo``'s base and prepared images, with base features once or not."""
+    """Train a head on ``repo``'s base and prepared images, with base features once or not.
+
+    ``stored``: the features the baseline stage stored in ``data/features``, not computed.
+    """
     from pipeline.models import build_base, build_classifier, compile_model, split_at_features
     from pipeline.params import AugmentationParams
     from pipeline.training import feature_datasets, fit_phase, load_train_val
@@ -117,7 +120,10 @@ def _train_transfer(
     paths = {"split_dir": repo / "data/split", "prepared_dir": repo / "data/prepared"}
     if once:
         features, trained = split_at_features(model)
-        _, train_ds, val_ds = feature_datasets(features, size, 8, 3, **paths)
+        kept = {n: np.load(repo / f"data/features/{n}.npy") for n in ("train", "val")}
+        _, train_ds, val_ds = feature_datasets(
+            features, size, 8, 3, **paths, stored=kept if stored else None
+        )
     else:
         trained = model
         _, train_ds, val_ds = load_train_val(size, 8, 3, **paths)
@@ -143,12 +149,16 @@ def test_base_features_once_trains_the_same_head(trained_repo: Path, tmp_path: P
     monkeypatch.chdir(tmp_path)  # fit_phase writes reports/live/transfer.json
     every = _train_transfer(trained_repo, tmp_path / "every", once=False)
     once = _train_transfer(trained_repo, tmp_path / "once", once=True)
+    # the baseline stage's stored features stand in for the base: the same training again
+    stored = _train_transfer(trained_repo, tmp_path / "stored", once=True, stored=True)
     (rows_every, proba_every, change_every), (rows_once, proba_once, change_once) = every, once
-    assert len(rows_once) == len(rows_every) == 2
-    for a, b in zip(rows_once, rows_every, strict=True):
-        assert a[:2] == b[:2]
+    assert len(rows_once) == len(rows_every) == len(stored[0]) == 2
+    for a, b, c in zip(rows_once, rows_every, stored[0], strict=True):
+        assert a[:2] == b[:2] == c[:2]
         np.testing.assert_allclose(a[2:6], b[2:6], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(c[2:6], b[2:6], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(proba_once, proba_every, atol=1e-5)
+    np.testing.assert_allclose(stored[1], proba_every, atol=1e-5)
     # the classifier's own head was trained (its layers are shared with the head model)
     assert change_once > 1e-3
     assert change_once == pytest.approx(change_every, rel=1e-3)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.report import Change, _changes, fmt_delta, fmt_value, main, render
+from pipeline.report import Change, _changes, fmt_delta, fmt_value, main, profile_of, render
 from pipeline.utils import PipelineError
 
 
@@ -116,6 +116,34 @@ def test_data_sources_and_diagnosis(tmp_path: Path):
     assert "```\n# not a heading\n```" in text  # code blocks are left as they are
     same = _render(tmp_path, data_sources=("sample", "sample"))
     assert "Different data" not in same and "Fit diagnosis" not in same
+
+
+def test_profiles_of_both_sides(tmp_path: Path):
+    assert profile_of("profile: tom-and-jerry\nseed: 1\n") == "tom-and-jerry"
+    assert profile_of("profile: ''\n") == profile_of("seed: 1\n") == ""
+    assert profile_of(None) is None and profile_of(": : :") is None
+    same = _render(tmp_path, profiles=("tom-and-jerry", "tom-and-jerry"))
+    assert "Profile: base `tom-and-jerry`, head `tom-and-jerry`." in same
+    assert "Different profiles" not in same
+    text = _render(tmp_path, profiles=("", "tom-and-jerry"))
+    assert "Profile: base default (params.yaml), head `tom-and-jerry`." in text
+    assert "**Different profiles.**" in text
+    rerun = _render(tmp_path, profiles=("tom-and-jerry",) * 2, rerun_note="`main` was rerun.")
+    assert "`main` was rerun." in rerun and "Different profiles" not in rerun
+
+
+def test_head_against_the_baseline(tmp_path: Path):
+    head = {
+        "baseline": {"accuracy": 0.8, "val_accuracy": 0.78, "macro_f1": 0.79},
+        "transfer": {"accuracy": 0.8, "val_accuracy": 0.77, "macro_f1": 0.75},
+        "finetune": {"accuracy": 0.85, "val_accuracy": 0.82, "macro_f1": 0.84},
+    }
+    text = _render(tmp_path, head_metrics=head)
+    section = text.split("## Against the linear-probe baseline (head)\n", 1)[1]
+    assert "| linear-probe baseline | 0.78 | 0.8 | 0.79 | — |" in section
+    assert "| transfer only | 0.77 | 0.8 | 0.75 | no |" in section  # a tie does not beat it
+    assert "| fine-tuned | 0.82 | 0.85 | 0.84 | yes |" in section
+    assert "against the linear-probe" not in _render(tmp_path, head_metrics={}).lower()
 
 
 def test_unknown_base_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

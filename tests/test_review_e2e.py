@@ -26,6 +26,7 @@ pytestmark = pytest.mark.slow
 LR = "transfer.learning_rate"
 NEW_LR = 0.01  # on the feature branch
 DATA_STAGES = {"download_data", "download_weights", "split"}
+PROFILE, PROFILE_LR = "tiny-finetune", 0.0005  # a profile committed on main
 
 
 def make(repo: Path, *args: str) -> subprocess.CompletedProcess:
@@ -59,6 +60,10 @@ def exp_show(repo: Path) -> list[dict]:
 def repo(trained_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("review") / "repo"
     shutil.copytree(trained_repo, path, symlinks=True)
+    (path / "profiles" / f"{PROFILE}.yaml").write_text(  # linear probing, then fine-tuning
+        "model:\n  dense_units: 0\ntransfer:\n  head_init: probe\n"
+        f"finetune:\n  learning_rate: {PROFILE_LR}\n"
+    )
     run(["git", "add", "-A"], path)
     run(["git", "commit", "-qm", "Baseline run"], path)
     run(["git", "branch", "-M", "main"], path)
@@ -215,10 +220,16 @@ def test_remote_round_trip(repo: Path, tmp_path: Path):
     assert stages_run(run(["dvc", "repro"], clone).stdout) == []
 
 
-def test_experiment_shows_params_and_metrics(repo: Path):
-    out = make(repo, "experiment", "SET=finetune.learning_rate=0.0001").stdout
+def test_experiment_with_a_profile_shows_params_and_metrics(repo: Path):
+    # the profile's value first, then SET's: the later value wins
+    proc = make(repo, "experiment", f"PROFILE={PROFILE}", "SET=finetune.learning_rate=0.0001")
+    out = proc.stdout
+    assert f"dvc exp run -S profile={PROFILE} -S model.dense_units=0" in out
+    assert "-S transfer.head_init=probe -S finetune.learning_rate=0.0001\n" in out
     ran = stages_run(out)
-    assert {"finetune", "evaluate"} <= set(ran) and not {"transfer", *DATA_STAGES} & set(ran)
+    assert {"transfer", "finetune", "evaluate"} <= set(ran)
+    assert not {"baseline", *DATA_STAGES} & set(ran)
+    assert "the head starts as the baseline's logistic regression" in out + proc.stderr
     rows = exp_show(repo)
     baseline = next(r for r in rows if r["rev"] != "workspace")
     assert baseline["rev"] == run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
@@ -230,6 +241,8 @@ def test_experiment_shows_params_and_metrics(repo: Path):
         assert set(metrics) >= {"reports/metrics.json", "reports/live/finetune.json"}
         assert 0 <= metrics["reports/metrics.json"]["data"]["finetune"]["accuracy"] <= 1
     assert data["params"]["params.yaml"]["data"]["finetune"]["learning_rate"] == 0.0001
+    assert data["params"]["params.yaml"]["data"]["profile"] == PROFILE
+    assert baseline["data"]["params"]["params.yaml"]["data"]["profile"] == ""
     committed = yaml.safe_load(git_show(repo, "HEAD", "params.yaml"))["finetune"]["learning_rate"]
     assert committed != 0.0001
     assert (
@@ -245,3 +258,30 @@ def test_experiment_shows_params_and_metrics(repo: Path):
     )
     table = run(["dvc", "exp", "show", "--no-pager", "--md"], repo).stdout
     assert exp["name"] in table
+
+
+def test_review_compares_with_a_run_of_the_same_profile(repo: Path):
+    """The workspace is a run of profile PROFILE (the test above); main committed the default's.
+
+    So the report runs main with PROFILE first and compares with that run, never with main's
+    committed results of another profile.
+    """
+    before = {p: (repo / p).read_bytes() for p in ("params.yaml", "dvc.lock")}
+    make(repo, "report", "BASE=main")
+    text = (repo / "reports/review/report.md").read_text()
+    assert f"so it was run with the head's profile `{PROFILE}`" in text
+    assert f"Profile: base `{PROFILE}`, head `{PROFILE}`." in text
+    assert "Different profiles" not in text
+    base_params = yaml.safe_load(git_show(repo, "refs/review/base", "params.yaml"))
+    assert base_params["profile"] == PROFILE
+    assert base_params["finetune"]["learning_rate"] == PROFILE_LR  # main's params + the profile
+    assert base_params["transfer"]["learning_rate"] != NEW_LR  # main's own value, not the head's
+    base_metrics = json.loads(git_show(repo, "refs/review/base", "reports/metrics.json"))
+    main_metrics = json.loads(git_show(repo, "main", "reports/metrics.json"))
+    assert base_metrics["baseline"] == main_metrics["baseline"]  # restored, not rerun
+    assert base_metrics["transfer"] != main_metrics["transfer"]  # the profile's head
+    head = json.loads((repo / "reports/metrics.json").read_text())
+    row = f"| `finetune.loss` | {fmt_value(base_metrics['finetune']['loss'])} | "
+    assert row + f"{fmt_value(head['finetune']['loss'])} |" in text
+    # the report leaves the workspace as it was
+    assert {p: (repo / p).read_bytes() for p in before} == before

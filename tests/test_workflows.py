@@ -89,15 +89,17 @@ def test_pull_request_runs_the_pipeline_and_comments_the_report():
     wf = load("pr.yml")
     assert set(triggers(wf)) == {"pull_request"}
     lines = run_lines(wf)
-    assert 'make experiment SET="data.source=$DATA_SOURCE"' in lines
+    assert 'make experiment PROFILE="$PROFILE"' in lines
+    # make report runs the base with the head's profile when its committed results differ
     assert 'make report BASE="origin/$BASE_REF"' in lines
     assert any(
         re.match(r"cml comment (create|update) .*reports/review/report\.md$", x) for x in lines
     )
     env = wf["jobs"]["review"]["env"]
-    # Kaggle data only when its secrets exist; the generated sample data otherwise.
-    assert "secrets.KAGGLE_API_TOKEN != ''" in env["DATA_SOURCE"]
-    assert "'kaggle' || 'sample'" in env["DATA_SOURCE"]
+    # The real profile only when Kaggle secrets exist; the offline default otherwise.
+    assert "secrets.KAGGLE_API_TOKEN != ''" in env["PROFILE"]
+    assert "'tom-and-jerry' || ''" in env["PROFILE"]
+    assert "DATA_SOURCE" not in env and not any("data.source" in x for x in lines)
 
 
 def test_retrain_is_scheduled_pushes_and_opens_a_pull_request():
@@ -106,7 +108,13 @@ def test_retrain_is_scheduled_pushes_and_opens_a_pull_request():
     assert "workflow_dispatch" in on
     assert re.fullmatch(r"(\S+ ){4}\S+", on["schedule"][0]["cron"])
     lines = run_lines(wf)
-    assert 'make experiment SET="data.source=kaggle $SET"' in lines
+    assert 'make experiment PROFILE="$PROFILE" SET="$SET"' in lines
+    # the profile is a visible input, default tom-and-jerry also for scheduled runs
+    profile = on["workflow_dispatch"]["inputs"]["profile"]
+    assert profile["default"] == "tom-and-jerry" and profile["type"] == "string"
+    env = wf["jobs"]["retrain"]["env"]
+    assert env["PROFILE"].startswith("${{ inputs.profile || 'tom-and-jerry' }}")
+    assert "vars." not in (WORKFLOWS / "retrain.yml").read_text()  # no hidden settings
     assert "dvc pull --allow-missing" in lines
     assert "dvc push" in lines
     assert 'make report BASE="origin/$GITHUB_REF_NAME"' in lines
@@ -126,7 +134,9 @@ def test_make_targets_of_the_workflows_exist(name: str):
 
 
 def test_make_targets_expand_to_the_tested_commands():
-    exp = make_dry_run("experiment", "SET=data.source=kaggle finetune.epochs=3")
-    assert "dvc exp run -S data.source=kaggle -S finetune.epochs=3" in exp
+    exp = make_dry_run("experiment", "PROFILE=tom-and-jerry", "SET=data.path=x finetune.epochs=3")
+    assert "-m pipeline.experiment --profile tom-and-jerry" in exp
+    assert "--set data.path=x --set finetune.epochs=3" in exp
+    assert "--profile" not in make_dry_run("experiment", "PROFILE=", "SET=seed=1")
     report = make_dry_run("report", "BASE=origin/main")
     assert "python -m pipeline.report --base origin/main" in report
