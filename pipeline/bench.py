@@ -6,14 +6,17 @@
 * the **forward** pass on an in-memory batch: the model's ceiling, images/s;
 * the **input pipeline**: decoding and resizing the frames (what a naive pipeline pays every
   epoch), and reading the prepared arrays (what an epoch pays here);
-* the **transfer** phase: a training step of the whole model on an in-memory batch (the model's
-  own step throughput) against an epoch over the prepared images; and the base features computed
+* the **transfer** phase: a training step of the whole model without augmentation on an
+  in-memory batch (the model's own step throughput) against an epoch over the prepared images,
+  without augmentation and with the configured augmentation; and the base features computed
   once, then a head epoch on them;
-* the **fine-tune** phase: its step throughput against an epoch over the prepared images;
+* the **fine-tune** phase: its step throughput against epochs over the prepared images, without
+  and with augmentation;
 * the peak resident memory of the process.
 
 Each rate is printed with its ratio to the forward ceiling; each epoch also as a ratio to its
-own step throughput (``>= 0.9`` means the input pipeline is not the bottleneck). Weights are
+own step throughput (``>= 0.9`` without augmentation means the input pipeline is not the
+bottleneck; ``>= 0.8`` is the target with augmentation). Weights are
 random, with the BatchNorm statistics of the frames: speed does not depend on the weights'
 values, but a purely random network's vanishing activations would compute on slow denormal
 floats.
@@ -128,22 +131,20 @@ class _EpochTimes:
         return Callback()
 
 
-def fit_rates(
-    model: Any, datasets: list[Any], n_images: list[int], rounds: int = 3, epochs: int = 3
-) -> list[float]:
-    """Training images/s of ``model.fit`` over each dataset (one epoch = its ``n_images``).
+def fit_rates(runs: list[tuple[Any, Any, int]], rounds: int = 3, epochs: int = 3) -> list[float]:
+    """Training images/s of ``model.fit`` for each ``(model, dataset, images per epoch)``.
 
-    The datasets take turns, ``rounds`` times, so that drift in the machine's speed affects
+    The runs take turns, ``rounds`` times, so that drift in the machine's speed affects
     them alike; each fit's first epoch (graph tracing, pipeline start) is dropped and the
     median epoch time of all rounds is used.
     """
-    times: list[list[float]] = [[] for _ in datasets]
+    times: list[list[float]] = [[] for _ in runs]
     for _ in range(rounds):
-        for ds, acc in zip(datasets, times, strict=True):
+        for (model, ds, _), acc in zip(runs, times, strict=True):
             timer = _EpochTimes()
             model.fit(ds, epochs=epochs, verbose=0, callbacks=[timer], shuffle=False)
             acc.extend(timer.times[1:])
-    return [n / float(np.median(t)) for n, t in zip(n_images, times, strict=True)]
+    return [n / float(np.median(t)) for (_, _, n), t in zip(runs, times, strict=True)]
 
 
 def repeated_batch(x: np.ndarray, y: np.ndarray, steps: int) -> Any:
@@ -173,6 +174,7 @@ def bench_steps(
 
     from pipeline.data import Split, make_dataset, prepared_path
     from pipeline.models import (
+        build_classifier,
         calibrate_batchnorm,
         classifier_from_params,
         compile_model,
@@ -181,6 +183,7 @@ def bench_steps(
         split_at_features,
         unfreeze_last,
     )
+    from pipeline.params import AugmentationParams
     from pipeline.prepare import prepare_images
     from pipeline.training import extract_features, inference_fn
     from pipeline.utils import seed_everything
@@ -212,7 +215,21 @@ def bench_steps(
         lambda: consume(make_dataset(ready, size, 32, shuffle=True, seed=1)), 2
     )
 
+    # ``model`` augments as configured; ``plain`` is the same model (shared base) without it.
     model = classifier_from_params(params, len(classes))
+    plain = build_classifier(
+        get_base(model),
+        m.architecture,
+        size,
+        len(classes),
+        aug=AugmentationParams(
+            flip=False, rotation=0, zoom=0, translation=0, contrast=0, brightness=0
+        ),
+        seed=params.seed,
+        dense_units=m.dense_units,
+        dropout=m.dropout,
+    )
+    augmented = params.augmentation.enabled
     first = np.stack([np.load(p) for p in ready.paths[:32]]).astype(np.float32)
     calibrate_batchnorm(get_base(model), preprocessing(m.architecture)(first))
 
@@ -221,23 +238,34 @@ def bench_steps(
         x = np.stack([np.load(p) for p in ready.paths[:b]]).astype(np.float32)
         return x, np.asarray(labels[:b], np.int32)
 
+    def phase_rates(phase: str, b: int, learning_rate: float) -> None:
+        """The step on an in-memory batch, and epochs over the prepared images without and
+        (when configured) with augmentation, measured in turns."""
+        compile_model(plain, learning_rate)
+        compile_model(model, learning_rate)
+        x, y = batch(b)
+        steps = max(1, n // b)
+        runs = [
+            (plain, repeated_batch(x, y, steps), steps * b),
+            (plain, make_dataset(ready, size, b, shuffle=True, seed=1), n),
+        ]
+        if augmented:
+            runs.append((model, make_dataset(ready, size, b, shuffle=True, seed=1), n))
+        rates = fit_rates(runs, rounds)
+        results[f"{phase}_step"], results[f"{phase}_epoch"] = rates[:2]
+        results[f"{phase}_epoch_aug"] = rates[2] if augmented else None
+
     # Forward ceiling: inference on an in-memory batch, each result fetched as it would be.
     bt = params.transfer.batch_size
-    xb, yb = batch(bt)
-    forward = inference_fn(model)
+    xb, _ = batch(bt)
+    forward = inference_fn(plain)
     steps = max(1, n // bt)
     results["forward"] = steps * bt / timed(lambda: [forward(xb).numpy() for _ in range(steps)])
 
-    # Transfer, whole model every step: in-memory batch vs epoch over prepared images.
-    compile_model(model, params.transfer.learning_rate)
-    results["transfer_step"], results["transfer_epoch"] = fit_rates(
-        model,
-        [repeated_batch(xb, yb, steps), make_dataset(ready, size, bt, shuffle=True, seed=1)],
-        [steps * bt, n],
-        rounds,
-    )
+    # Transfer, whole model every step.
+    phase_rates("transfer", bt, params.transfer.learning_rate)
     # Transfer, base features once: the one pass over the images, then head epochs.
-    features, head = split_at_features(model)
+    features, head = split_at_features(plain)
     warm = Split(ready.paths[: bt + 1], labels[: bt + 1], classes, names[: bt + 1], True)
     forward_features = inference_fn(features)
     extract_features(forward_features, warm, size, bt)  # traces a full and a partial batch
@@ -250,50 +278,48 @@ def bench_steps(
         .shuffle(n, seed=1)
         .batch(bt)
     )
-    (results["head_epoch"],) = fit_rates(head, [fds], [n], rounds=1, epochs=4)
+    (results["head_epoch"],) = fit_rates([(head, fds, n)], rounds=1, epochs=4)
 
-    # Fine-tuning: the last layers of the base unfrozen.
-    unfreeze_last(model, params.finetune.unfreeze_layers)
-    compile_model(model, params.finetune.learning_rate)
-    bf = params.finetune.batch_size
-    xf, yf = batch(bf)
-    steps = max(1, n // bf)
-    results["finetune_step"], results["finetune_epoch"] = fit_rates(
-        model,
-        [repeated_batch(xf, yf, steps), make_dataset(ready, size, bf, shuffle=True, seed=1)],
-        [steps * bf, n],
-        rounds,
-    )
+    # Fine-tuning: the last layers of the (shared) base unfrozen.
+    unfreeze_last(plain, params.finetune.unfreeze_layers)
+    phase_rates("finetune", params.finetune.batch_size, params.finetune.learning_rate)
     results["peak_rss_mb"] = peak_rss_mb()
     keras.backend.clear_session()
     return results
 
 
-STEP_ROWS = (
-    ("forward", "forward pass, in-memory batch (ceiling)", None),
-    ("decode", "decode + resize the frames (naive: every epoch)", None),
-    ("prepare", "prepare stage: decode + resize + write, once", None),
-    ("read_prepared", "read prepared arrays (tf.data, shuffled)", None),
-    ("transfer_step", "transfer step, whole model, in-memory batch", None),
-    ("transfer_epoch", "transfer epoch, whole model, prepared images", "transfer_step"),
-    ("features_once", "transfer: base features once, prepared images", "forward"),
-    ("head_epoch", "transfer: head epoch on the features", None),
-    ("finetune_step", "fine-tune step, in-memory batch", None),
-    ("finetune_epoch", "fine-tune epoch, prepared images", "finetune_step"),
+# (result key, label, reference key of the ratio, the ratio's target)
+STEP_ROWS: tuple[tuple[str, str, str | None, float], ...] = (
+    ("forward", "forward pass, in-memory batch (ceiling)", None, 0),
+    ("decode", "decode + resize the frames (naive: every epoch)", None, 0),
+    ("prepare", "prepare stage: decode + resize + write, once", None, 0),
+    ("read_prepared", "read prepared arrays (tf.data, shuffled)", None, 0),
+    ("transfer_step", "transfer step, whole model, in-memory batch", None, 0),
+    ("transfer_epoch", "transfer epoch, prepared images", "transfer_step", 0.9),
+    ("transfer_epoch_aug", "transfer epoch, prepared images, augmented", "transfer_step", 0.8),
+    ("features_once", "transfer: base features once, prepared images", "forward", 0.9),
+    ("head_epoch", "transfer: head epoch on the features", None, 0),
+    ("finetune_step", "fine-tune step, in-memory batch", None, 0),
+    ("finetune_epoch", "fine-tune epoch, prepared images", "finetune_step", 0.9),
+    ("finetune_epoch_aug", "fine-tune epoch, prepared images, augmented", "finetune_step", 0.8),
 )
 
 
 def format_steps(r: dict[str, Any], setup: str) -> str:
+    """The rows of :data:`STEP_ROWS` as a table; ratios with their targets."""
     lines = [
         f"{setup}; {r['images']} frames, short side {r['frame_side']} px",
         f"{'measure':<50} {'images/s':>10} {'x forward':>10}  vs. own step",
     ]
-    for key, label, ref in STEP_ROWS:
+    for key, label, ref, target in STEP_ROWS:
         rate = r[key]
+        if rate is None:
+            lines.append(f"{label:<50} {'-':>10} {'':>10}  (augmentation off)")
+            continue
         vs = ""
         if ref:
             ratio = rate / r[ref]
-            vs = f"{ratio:.2f} x {ref} ({'ok' if ratio >= 0.9 else 'below'} 0.9)"
+            vs = f"{ratio:.2f} x {ref} ({'ok' if ratio >= target else 'below'} {target:g})"
         lines.append(f"{label:<50} {rate:>10.0f} {rate / r['forward']:>10.2f}  {vs}")
     lines.append(f"peak RSS: {r['peak_rss_mb']:.0f} MiB")
     return "\n".join(lines)
