@@ -1,7 +1,7 @@
 """Stage ``model_card``: ``reports/model_card.md`` and the gallery of misclassified test images.
 
-Reads the params the card lists (``profile``, ``seed``, ``data``, ``split``, ``model``, ``pretrain``,
-``augmentation``, ``transfer``, ``finetune``, ``export``) and the pipeline's outputs:
+Reads the params the card lists (``profile``, ``seed``, ``data``, ``split``, ``model``,
+``pretrain``, ``augmentation``, ``transfer``, ``finetune``, ``export``) and the pipeline's outputs:
 ``reports/metrics.json``, ``reports/predictions.csv``, ``reports/history/*.csv``,
 ``reports/data_source.json``, ``reports/weights_source.json``, ``reports/export.json`` and the
 manifests in ``data/split``; ``reports/diagnosis.md`` and ``reports/leakage.json`` are included
