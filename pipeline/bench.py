@@ -8,8 +8,9 @@
   epoch), and reading the prepared arrays (what an epoch pays here);
 * the **transfer** phase: a training step of the whole model without augmentation on an
   in-memory batch (the model's own step throughput) against an epoch over the prepared images,
-  without augmentation and with the configured augmentation; and the base features computed
-  once, then a head epoch on them;
+  without augmentation and with the configured augmentation; the base features computed once,
+  and (with augmentation) those of augmented images, one view of ``transfer.augmented_views``;
+  then a head epoch on the features and one on augmented views;
 * the **fine-tune** phase: its step throughput against epochs over the prepared images, without
   and with augmentation;
 * the peak resident memory of the process.
@@ -174,7 +175,6 @@ def bench_steps(
 
     from pipeline.data import Split, make_dataset, prepared_path
     from pipeline.models import (
-        build_classifier,
         calibrate_batchnorm,
         classifier_from_params,
         compile_model,
@@ -183,9 +183,8 @@ def bench_steps(
         split_at_features,
         unfreeze_last,
     )
-    from pipeline.params import AugmentationParams
     from pipeline.prepare import prepare_images
-    from pipeline.training import extract_features, inference_fn
+    from pipeline.training import extract_features, feature_dataset, inference_fn, view_dataset
     from pipeline.utils import seed_everything
 
     m, size = params.model, params.data.image_size
@@ -215,21 +214,8 @@ def bench_steps(
         lambda: consume(make_dataset(ready, size, 32, shuffle=True, seed=1)), 2
     )
 
-    # ``model`` augments as configured; ``plain`` is the same model (shared base) without it.
     model = classifier_from_params(params, len(classes))
-    plain = build_classifier(
-        get_base(model),
-        m.architecture,
-        size,
-        len(classes),
-        aug=AugmentationParams(
-            flip=False, rotation=0, zoom=0, translation=0, contrast=0, brightness=0
-        ),
-        seed=params.seed,
-        dense_units=m.dense_units,
-        dropout=m.dropout,
-    )
-    augmented = params.augmentation.enabled
+    aug = params.augmentation if params.augmentation.enabled else None
     first = np.stack([np.load(p) for p in ready.paths[:32]]).astype(np.float32)
     calibrate_batchnorm(get_base(model), preprocessing(m.architecture)(first))
 
@@ -241,47 +227,56 @@ def bench_steps(
     def phase_rates(phase: str, b: int, learning_rate: float) -> None:
         """The step on an in-memory batch, and epochs over the prepared images without and
         (when configured) with augmentation, measured in turns."""
-        compile_model(plain, learning_rate)
         compile_model(model, learning_rate)
         x, y = batch(b)
         steps = max(1, n // b)
         runs = [
-            (plain, repeated_batch(x, y, steps), steps * b),
-            (plain, make_dataset(ready, size, b, shuffle=True, seed=1), n),
+            (model, repeated_batch(x, y, steps), steps * b),
+            (model, make_dataset(ready, size, b, shuffle=True, seed=1), n),
         ]
-        if augmented:
-            runs.append((model, make_dataset(ready, size, b, shuffle=True, seed=1), n))
+        if aug:
+            runs.append((model, make_dataset(ready, size, b, shuffle=True, seed=1, augment=aug), n))
         rates = fit_rates(runs, rounds)
         results[f"{phase}_step"], results[f"{phase}_epoch"] = rates[:2]
-        results[f"{phase}_epoch_aug"] = rates[2] if augmented else None
+        results[f"{phase}_epoch_aug"] = rates[2] if aug else None
 
     # Forward ceiling: inference on an in-memory batch, each result fetched as it would be.
     bt = params.transfer.batch_size
     xb, _ = batch(bt)
-    forward = inference_fn(plain)
+    forward = inference_fn(model)
     steps = max(1, n // bt)
     results["forward"] = steps * bt / timed(lambda: [forward(xb).numpy() for _ in range(steps)])
 
     # Transfer, whole model every step.
     phase_rates("transfer", bt, params.transfer.learning_rate)
-    # Transfer, base features once: the one pass over the images, then head epochs.
-    features, head = split_at_features(plain)
+    # Transfer, base features once: the one pass over the images (and, with augmentation, one
+    # pass over augmented images per view), then head epochs on them.
+    features, head = split_at_features(model)
     warm = Split(ready.paths[: bt + 1], labels[: bt + 1], classes, names[: bt + 1], True)
     forward_features = inference_fn(features)
     extract_features(forward_features, warm, size, bt)  # traces a full and a partial batch
-    start = time.perf_counter()
-    feats = extract_features(forward_features, ready, size, bt)
-    results["features_once"] = n / (time.perf_counter() - start)
+    passes: dict[str, list[float]] = {"features_once": [], "features_aug": []}
+    feats = views = None
+    for _ in range(rounds if aug else 1):  # in turns, like the epochs
+        start = time.perf_counter()
+        feats = extract_features(forward_features, ready, size, bt)
+        passes["features_once"].append(time.perf_counter() - start)
+        if aug:
+            start = time.perf_counter()
+            views = extract_features(forward_features, ready, size, bt, augment=aug, seed=1)
+            passes["features_aug"].append(time.perf_counter() - start)
+    for key, seconds in passes.items():
+        results[key] = n / float(np.median(seconds)) if seconds else None
     compile_model(head, params.transfer.learning_rate)
-    fds = (
-        tf.data.Dataset.from_tensor_slices((feats, np.asarray(labels, np.int32)))
-        .shuffle(n, seed=1)
-        .batch(bt)
-    )
-    (results["head_epoch"],) = fit_rates([(head, fds, n)], rounds=1, epochs=4)
+    y_all = np.asarray(labels, np.int32)
+    head_runs = [(head, feature_dataset(feats, y_all, bt, seed=1), n)]
+    if views is not None:  # the one view, twice: what matters is the cost of drawing views
+        head_runs.append((head, view_dataset(np.concatenate([views] * 2), y_all, bt, seed=1), n))
+    rates = fit_rates(head_runs, rounds=2, epochs=4)
+    results["head_epoch"], results["head_epoch_views"] = rates[0], rates[1] if aug else None
 
-    # Fine-tuning: the last layers of the (shared) base unfrozen.
-    unfreeze_last(plain, params.finetune.unfreeze_layers)
+    # Fine-tuning: the last layers of the base unfrozen.
+    unfreeze_last(model, params.finetune.unfreeze_layers)
     phase_rates("finetune", params.finetune.batch_size, params.finetune.learning_rate)
     results["peak_rss_mb"] = peak_rss_mb()
     keras.backend.clear_session()
@@ -298,7 +293,9 @@ STEP_ROWS: tuple[tuple[str, str, str | None, float], ...] = (
     ("transfer_epoch", "transfer epoch, prepared images", "transfer_step", 0.9),
     ("transfer_epoch_aug", "transfer epoch, prepared images, augmented", "transfer_step", 0.8),
     ("features_once", "transfer: base features once, prepared images", "forward", 0.9),
+    ("features_aug", "transfer: base features of augmented images", "features_once", 0.8),
     ("head_epoch", "transfer: head epoch on the features", None, 0),
+    ("head_epoch_views", "transfer: head epoch on augmented views", "head_epoch", 0.8),
     ("finetune_step", "fine-tune step, in-memory batch", None, 0),
     ("finetune_epoch", "fine-tune epoch, prepared images", "finetune_step", 0.9),
     ("finetune_epoch_aug", "fine-tune epoch, prepared images, augmented", "finetune_step", 0.8),

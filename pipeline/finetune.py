@@ -1,9 +1,10 @@
 """Stage ``finetune``: unfreeze the last layers of the base and train on at a low learning rate.
 
-Reads ``seed``, ``data.image_size``, ``finetune.*`` and ``train.*``. Loads
+Reads ``seed``, ``augmentation.*``, ``finetune.*`` and ``train.*``. Loads
 ``models/transfer/model.keras``, makes the last ``finetune.unfreeze_layers`` layers of the base
 trainable (BatchNorm layers stay frozen and in inference mode), recompiles with
-``finetune.learning_rate`` and continues the epoch count where transfer learning stopped. Writes
+``finetune.learning_rate`` and continues the epoch count where transfer learning stopped, on
+train batches augmented as ``augmentation.*`` says (:func:`pipeline.data.augment_batch`). Writes
 ``models/finetune/`` (``model.keras``, ``best.weights.h5``, ``state.json``),
 ``reports/history/finetune.csv``, ``reports/model_summary.txt`` (``summary(show_trainable=True)``)
 and ``logs/tensorboard/``: the transfer stage's TensorBoard logs (``logs/transfer``) with this
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         sum(int(w.numpy().size) for w in model.trainable_weights),
     )
     batch = distribute.global_batch_size(cfg.batch_size, strategy)
-    _, train_ds, val_ds = load_train_val(size, batch, params.seed)
+    _, train_ds, val_ds = load_train_val(size, batch, params.seed, augment=params.augmentation)
     state = read_json(state_file)
     start = int(state["last_epoch"])
     with distribute.output_dirs(strategy, args.out, args.logs) as (tmp, tb):

@@ -106,17 +106,13 @@ def _train_transfer(
     ``stored``: the features the baseline stage stored in ``data/features``, not computed.
     """
     from pipeline.models import build_base, build_classifier, compile_model, split_at_features
-    from pipeline.params import AugmentationParams
     from pipeline.training import feature_datasets, fit_phase, load_train_val
     from pipeline.utils import seed_everything
 
     seed_everything(3)
-    off = AugmentationParams(
-        flip=False, rotation=0, zoom=0, translation=0, contrast=0, brightness=0
-    )
     size = read_json(repo / "data/prepared/prepared.json")["image_size"]
     base = build_base("mobilenet_v2", 0.35, size, weights=repo / "models/base.weights.h5")
-    model = build_classifier(base, "mobilenet_v2", size, 4, aug=off, seed=3, dense_units=8)
+    model = build_classifier(base, "mobilenet_v2", size, 4, seed=3, dense_units=8)
     paths = {"split_dir": repo / "data/split", "prepared_dir": repo / "data/prepared"}
     if once:
         features, trained = split_at_features(model)
