@@ -122,6 +122,7 @@ def feature_datasets(
     """
     train, val = (load_prepared(n, prepared_dir, split_dir, image_size) for n in ("train", "val"))
     forward = inference_fn(features)
+    use_views = bool(views and augment is not None and augment.enabled)
     if stored is not None:
         f_train, f_val = stored["train"], stored["val"]
         if (len(f_train), len(f_val)) != (len(train), len(val)):
@@ -132,19 +133,20 @@ def feature_datasets(
         log.info("base features of %d images reused from the baseline stage", len(train) + len(val))
     else:
         start = time.perf_counter()
-        f_train = extract_features(forward, train, image_size, batch_size)
+        # with views, the head never sees the un-augmented train features
+        f_train = None if use_views else extract_features(forward, train, image_size, batch_size)
         f_val = extract_features(forward, val, image_size, batch_size)
         seconds = time.perf_counter() - start
-        n = len(train) + len(val)
+        n = len(val) if use_views else len(train) + len(val)
         log.info(
             "base features of %d images computed once in %.1f s (%.0f images/s), %s each",
             n,
             seconds,
             n / max(seconds, 1e-9),
-            "x".join(map(str, f_train.shape[1:])),
+            "x".join(map(str, f_val.shape[1:])),
         )
     labels = np.asarray(train.labels, np.int32)
-    if views and augment is not None and augment.enabled:
+    if use_views:
         start = time.perf_counter()
         f_views = extract_features(
             forward, train, image_size, batch_size, augment=augment, views=views, seed=seed
