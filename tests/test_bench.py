@@ -33,7 +33,17 @@ def test_steps_measures_every_row(tmp_path: Path, capsys):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(tiny_params_dict()))
     out = tmp_path / "bench.json"
-    argv = ["steps", "--params", str(params), "--images", "40", "--frame-side", "64"]
+    argv = [
+        "steps",
+        "--params",
+        str(params),
+        "--images",
+        "40",
+        "--frame-side",
+        "64",
+        "--rounds",
+        "1",
+    ]
     assert main([*argv, "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["images"] == 40 and result["machine"]["cpus"] >= 1
