@@ -199,7 +199,9 @@ def view_dataset(
         x, y = batch  # x: (b, k, d); which: (batch_size,), of which the first b are used
         return tf.gather(x, which[: tf.shape(x)[0]], axis=1, batch_dims=1), y
 
-    return tf.data.Dataset.zip(ds, pick).map(select).prefetch(tf.data.AUTOTUNE)
+    ds = tf.data.Dataset.zip(ds, pick)
+    ds = ds.map(select, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def _steps(model: keras.Model) -> int:
