@@ -1,7 +1,7 @@
 """Benchmarks: where an epoch's time goes, and how long the whole pipeline takes.
 
 ``python -m pipeline.bench steps`` measures, in one process, on the model and image size of
-``params.yaml`` (``--set key=value`` overrides any param) and on freshly drawn frames:
+``params.yaml`` (with ``--profile`` and ``--set``, below) and on freshly drawn frames:
 
 * the **forward** pass on an in-memory batch: the model's ceiling, images/s;
 * the **input pipeline**: decoding and resizing the frames (what a naive pipeline pays every
@@ -24,8 +24,17 @@ floats.
 
 ``python -m pipeline.bench repro`` times a whole ``dvc repro`` in a throw-away copy of the
 project on a generated dataset of a given size (``--preset tom-and-jerry``: 5,480 frames with a
-720 px short side, MobileNetV2 1.0 at 224 px, 5 + 5 epochs), the peak memory of any stage, and
-then the no-op ``dvc repro``.
+720 px short side and the CPU profile ``profiles/tom-and-jerry.yaml``), the peak memory of any
+stage, and then the no-op ``dvc repro``.
+
+``python -m pipeline.bench quality --profile tom-and-jerry --data DIR --weights FILE`` is the
+real-data check: the whole pipeline with a profile on a local folder of class sub-folders, in a
+throw-away copy, printing the val/test accuracy and macro F1 of the linear-probe baseline, the
+transfer-only and the fine-tuned model with each phase's wall time and peak memory, and the same
+for the plain Keras guide recipe (:mod:`pipeline.reference`) on the same split and weights.
+
+``--profile NAME`` applies ``profiles/NAME.yaml`` and ``--set key=value`` any param, validated
+as ``make experiment`` validates them.
 
 Results go to stdout and, with ``--out``, to a JSON file. ``docs/benchmarks.md`` has the numbers
 of this machine and how to reproduce them.
@@ -478,12 +487,14 @@ def format_repro(r: dict[str, Any], setup: str) -> str:
 QUALITY_PHASES = ("baseline", "transfer", "finetune")
 
 
-def bench_quality(raw: dict, work: Path, root: Path) -> dict[str, Any]:
+def bench_quality(raw: dict, work: Path, root: Path, reference: bool = True) -> dict[str, Any]:
     """Run the whole pipeline with ``raw`` params in a throw-away copy; collect what it reached.
 
     Returns val/test accuracy and macro F1 of the linear-probe baseline, the transfer-only and
     the fine-tuned model, each phase's stage wall time (s) and peak memory (MiB), the data
-    stages' time and the whole ``dvc repro``'s.
+    stages' time and the whole ``dvc repro``'s; with ``reference``, also what the plain Keras
+    guide recipe (:mod:`pipeline.reference`) reaches on the same split and base weights, and
+    its training time.
     """
     project = work / "project"
     wall, stages = run_repro(project, raw, root)
@@ -499,6 +510,18 @@ def bench_quality(raw: dict, work: Path, root: Path) -> dict[str, Any]:
         }
         for phase in QUALITY_PHASES
     }
+    params = parse_params(raw)
+    if reference and params.model.architecture == "mobilenet_v2":
+        from pipeline.reference import reference_run
+
+        ref = reference_run(
+            project,
+            params.data.image_size,
+            params.model.alpha,
+            str(project / "models/base.weights.h5"),
+            params.seed,
+        )
+        phases["reference"] = {**ref, "s": ref["train_s"]}
     return {
         "images": {"train": train, "val": metrics["val_images"], "test": metrics["test_images"]},
         "classes": len(json.loads((project / "data/split/classes.json").read_text())),
@@ -521,11 +544,24 @@ def format_quality(r: dict[str, Any], setup: str) -> str:
         f"{'phase':<10} {'val acc':>8} {'test acc':>8} {'val F1':>8} {'test F1':>8} "
         f"{'wall s':>8} {'peak MiB':>9}",
     ]
+
+    def cell(m: dict, key: str, width: int, fmt: str) -> str:
+        return f"{m[key]:>{width}{fmt}}" if key in m else f"{'-':>{width}}"
+
     for phase, m in r["phases"].items():
         lines.append(
-            f"{phase:<10} {m['val_accuracy']:>8.4f} {m['test_accuracy']:>8.4f} "
-            f"{m['val_macro_f1']:>8.4f} {m['test_macro_f1']:>8.4f} {m.get('s', 0):>8.1f} "
-            f"{m.get('rss_mb', 0):>9.0f}"
+            f"{phase:<10} "
+            + " ".join(
+                cell(m, k, 8, ".4f")
+                for k in ("val_accuracy", "test_accuracy", "val_macro_f1", "test_macro_f1")
+            )
+            + f" {cell(m, 's', 8, '.1f')} {cell(m, 'rss_mb', 9, '.0f')}"
+        )
+    if "reference" in r["phases"]:
+        ours = r["phases"]["transfer"]["s"] + r["phases"]["finetune"]["s"]
+        lines.append(
+            f"transfer + finetune stages: {ours:.0f} s; reference training: "
+            f"{r['phases']['reference']['s']:.0f} s ({r['phases']['reference']['recipe']})"
         )
     other = {k: v["s"] for k, v in r["stages"].items() if k not in r["phases"]}
     lines.append("other stages: " + ", ".join(f"{k} {v:.0f} s" for k, v in other.items()))
@@ -564,6 +600,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data", type=Path, help="quality: a folder of class sub-folders")
     parser.add_argument("--weights", type=Path, help="quality: a Keras weights file of the base")
+    parser.add_argument(
+        "--no-reference", action="store_true", help="quality: skip the plain Keras reference"
+    )
     parser.add_argument("--images", type=int, help="steps: frames to draw (default 256)")
     parser.add_argument("--images-per-class", type=int, help="repro: frames per class (4 classes)")
     parser.add_argument("--frame-side", type=int, help="short side of the frames, px")
@@ -606,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
             result = bench_repro(raw, per_class, side, work, Path.cwd())
             text = format_repro(result, setup)
         else:
-            result = bench_quality(raw, work, Path.cwd())
+            result = bench_quality(raw, work, Path.cwd(), reference=not args.no_reference)
             text = format_quality(result, setup)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)

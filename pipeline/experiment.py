@@ -170,11 +170,16 @@ def dvc_value(value: Any) -> str:
     return json.dumps(value)
 
 
-def command(values: dict[str, Any], extra: list[str]) -> list[str]:
-    """The ``dvc exp run`` command line for ``values`` and extra ``dvc exp run`` arguments."""
+def command(values: dict[str, Any], extra: list[str], present: set[str] | None = None) -> list[str]:
+    """The ``dvc exp run`` command line for ``values`` and extra ``dvc exp run`` arguments.
+
+    Keys that ``params.yaml`` lacks (``present``: the dotted keys it has; ``None``: all) get
+    DVC's ``+`` prefix, which adds a key instead of overriding one.
+    """
     cmd = ["dvc", "exp", "run"]
     for key, value in values.items():
-        cmd += ["-S", f"{key}={dvc_value(value)}"]
+        plus = "+" if present is not None and key not in present else ""
+        cmd += ["-S", f"{plus}{key}={dvc_value(value)}"]
     return cmd + extra
 
 
@@ -203,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ExperimentError, ParamsError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    cmd = command(values, extra)
+    cmd = command(values, extra, set(flatten(read_yaml(args.params) or {})))
     print(shlex.join(cmd), flush=True)
     if args.dry_run:
         return 0

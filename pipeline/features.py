@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.params import Params
-from pipeline.utils import atomic_dir, log, read_json, write_json
+from pipeline.utils import PipelineError, atomic_dir, log, read_json, write_json
 
 FEATURES_DIR = Path("data/features")
 FEATURES_INFO = "features.json"
+PROBE_FILE = "probe.npz"
 SPLITS = ("train", "val", "test")
 
 
@@ -81,12 +82,28 @@ def compute(
     return out
 
 
-def save(features: dict[str, np.ndarray], info: dict, out: str | Path = FEATURES_DIR) -> None:
-    """Write ``features`` and ``info`` (:func:`spec`) to ``out`` atomically."""
+def save(
+    features: dict[str, np.ndarray],
+    info: dict,
+    out: str | Path = FEATURES_DIR,
+    probe: dict[str, np.ndarray] | None = None,
+) -> None:
+    """Write ``features``, ``info`` (:func:`spec`) and the probe's head to ``out`` atomically."""
     with atomic_dir(out) as tmp:
         for name, x in features.items():
             np.save(tmp / f"{name}.npy", x.astype(np.float32))
+        if probe is not None:
+            np.savez(tmp / PROBE_FILE, **probe)
         write_json(tmp / FEATURES_INFO, info)
+
+
+def load_probe(folder: str | Path = FEATURES_DIR) -> dict[str, np.ndarray]:
+    """The baseline's probe as a softmax layer: ``{"kernel": (d, k), "bias": (k,)}``."""
+    path = Path(folder) / PROBE_FILE
+    if not path.is_file():
+        raise PipelineError(f"{path} not found: run the baseline stage first (dvc repro baseline)")
+    with np.load(path) as data:
+        return {k: data[k] for k in ("kernel", "bias")}
 
 
 def load(

@@ -1,11 +1,13 @@
 """Stage ``finetune``: unfreeze the last layers of the base and train on at a low learning rate.
 
-Reads ``seed``, ``augmentation.*``, ``finetune.*`` and ``train.*``. Loads
-``models/transfer/model.keras``, makes the last ``finetune.unfreeze_layers`` layers of the base
-trainable (BatchNorm layers stay frozen and in inference mode), recompiles with
+Reads ``seed``, ``data.image_size``, ``augmentation.*``, ``finetune.*`` and ``train.*``
+(``train.class_weight``: :mod:`pipeline.balance`, from this phase's train split, as in transfer).
+Loads ``models/transfer/model.keras``, makes the last ``finetune.unfreeze_layers`` layers of the
+base trainable (BatchNorm layers stay frozen and in inference mode), recompiles with
 ``finetune.learning_rate`` and continues the epoch count where transfer learning stopped, on
 train batches augmented as ``augmentation.*`` says (:func:`pipeline.data.augment_batch`). Writes
-``models/finetune/`` (``model.keras``, ``best.weights.h5``, ``state.json``),
+``models/finetune/`` (``model.keras``, ``best.weights.h5``, ``state.json`` with the class
+weights),
 ``reports/history/finetune.csv``, ``reports/model_summary.txt`` (``summary(show_trainable=True)``)
 and ``logs/tensorboard/``: the transfer stage's TensorBoard logs (``logs/transfer``) with this
 phase's events added to the same ``train/`` and ``validation/`` runs, so that
@@ -50,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         raise PipelineError(f"{args.model} is incomplete: run the transfer stage first")
 
     from pipeline import distribute
+    from pipeline.balance import class_weights, describe
     from pipeline.models import compile_model, get_base, load_model, unfreeze_last
     from pipeline.training import fit_phase, load_train_val, write_history
 
@@ -75,7 +78,9 @@ def main(argv: list[str] | None = None) -> None:
         sum(int(w.numpy().size) for w in model.trainable_weights),
     )
     batch = distribute.global_batch_size(cfg.batch_size, strategy)
-    _, train_ds, val_ds = load_train_val(size, batch, params.seed, augment=params.augmentation)
+    train, train_ds, val_ds = load_train_val(size, batch, params.seed, augment=params.augmentation)
+    weights = class_weights(train.labels, len(train.classes), params.train.class_weight)
+    log.info("finetune: class weights %s", describe(weights, train.classes))
     state = read_json(state_file)
     start = int(state["last_epoch"])
     with distribute.output_dirs(strategy, args.out, args.logs) as (tmp, tb):
@@ -95,9 +100,11 @@ def main(argv: list[str] | None = None) -> None:
             log_dir=tb,
             step_offset=int(state.get("optimizer_steps", 0)),
             strategy=strategy,
+            class_weight=weights,
         )
         model.save(tmp / "model.keras")
-        write_json(tmp / "state.json", result.to_dict())
+        named = weights and {train.classes[i]: w for i, w in weights.items()}
+        write_json(tmp / "state.json", result.to_dict() | {"class_weight": named})
         if not distribute.is_chief(strategy):
             return  # the other workers write nothing that DVC tracks
         write_history(args.history, rows)

@@ -1,7 +1,9 @@
 """Stage ``model_card``: ``reports/model_card.md`` and the gallery of misclassified test images.
 
 Reads the params the card lists (``profile``, ``seed``, ``data``, ``split``, ``model``,
-``pretrain``, ``augmentation``, ``transfer``, ``finetune``, ``export``) and the pipeline's outputs:
+``pretrain``, ``augmentation``, ``transfer``, ``finetune``, ``train``, ``export``; the class
+weights of ``train.class_weight`` are computed from the train manifest, as the training phases
+compute them) and the pipeline's outputs:
 ``reports/metrics.json``, ``reports/predictions.csv``, ``reports/history/*.csv``,
 ``reports/data_source.json``, ``reports/weights_source.json``, ``reports/export.json`` and the
 manifests in ``data/split``; ``reports/diagnosis.md`` and ``reports/leakage.json`` are included
@@ -22,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from pipeline.balance import describe, weights_from_counts
 from pipeline.params import AugmentationParams, Params, load_params
 from pipeline.utils import (
     PipelineError,
@@ -186,6 +189,34 @@ def _demote(markdown: str) -> str:
     )
 
 
+def _label_conflicts(lc: dict, examples: int = 5) -> list[str]:
+    """Card lines for the ``label_conflicts`` section of ``reports/leakage.json``."""
+    if not lc.get("groups"):
+        return ["- label conflicts: none (no near-duplicates under different labels)"]
+    where = (
+        f"all {lc['dropped']} dropped from the splits"
+        if lc.get("dropped")
+        else "kept, "
+        + ", ".join(f"{s} {n}" for s, n in lc.get("by_split", {}).items())
+        + " (split.label_conflicts: keep)"
+    )
+    out = [
+        f"- label conflicts: {lc['pairs']} near-duplicate pair(s) with different labels, in "
+        f"{lc['groups']} group(s) of {lc['images']} image(s); {where}. Every group is listed "
+        "under `label_conflicts` in `reports/leakage.json`; e.g.:"
+    ]
+    for group in lc.get("list", [])[:examples]:
+        images = group["images"]
+        # an image of every label first, then the others, 4 at least
+        picked = [im for i, im in enumerate(images) if im["label"] not in
+                  {x["label"] for x in images[:i]}]  # fmt: skip
+        picked += [im for im in images if im not in picked][: max(0, 4 - len(picked))]
+        shown = ", ".join(f"`{im['path']}` ({im['label']})" for im in picked)
+        more = len(images) - len(picked) + group.get("more_images", 0)
+        out.append(f"  - {shown}{f' and {more} more' if more > 0 else ''} ({group['split']})")
+    return out
+
+
 def _intended_use(data_info: dict, classes: list[str]) -> str:
     listed = ", ".join(f"`{c}`" for c in classes)
     source = data_info.get("source")
@@ -271,6 +302,16 @@ def render_card(
         f"- Output: {len(classes)} class probabilities, in the order of the class table below.",
         f"- Training augmentation (train batches only, applied by the input pipeline; not part "
         f"of the saved model): {_augmentation_text(params.augmentation)}.",
+        "- Class weights in the training loss of both phases (`train.class_weight`): "
+        + describe(
+            weights_from_counts([counts["train"][c] for c in classes], params.train.class_weight),
+            classes,
+        )
+        + (
+            " (n_train / (n_classes × n_train_of_class), from the train split)."
+            if params.train.class_weight == "balanced"
+            else "."
+        ),
         f"- Transfer learning (frozen base): {_history_summary(history['transfer'])}.",
         f"- Fine-tuning: {_history_summary(history['finetune'])}.",
         "",
@@ -372,7 +413,10 @@ def render_card(
         out += [
             f"- {k}: {json.dumps(v) if isinstance(v, dict | list) else v}"
             for k, v in leakage.items()
+            if k != "label_conflicts"
         ]
+        if "label_conflicts" in leakage:
+            out += _label_conflicts(leakage["label_conflicts"])
     out += [
         "",
         "## Exported formats",

@@ -109,6 +109,12 @@ class SplitParams(_Section):
     near_duplicate_distance: int = Field(
         4, ge=0, le=32, description="max differing bits of two 64-bit perceptual hashes"
     )
+    label_conflicts: Literal["keep", "drop"] = Field(
+        "keep",
+        description="near-duplicate groups holding images of more than one class (reported in "
+        "reports/leakage.json): keep them, each group in one split, with a warning; or drop "
+        "every image of such a group from all splits",
+    )
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> SplitParams:
@@ -230,6 +236,11 @@ class TransferParams(PhaseParams):
         description="with base features once and augmentation on: augmented copies of each "
         "train image's base features the head trains on (0: un-augmented features only)",
     )
+    head_init: Literal["random", "probe"] = Field(
+        "random",
+        description="random: a new head; probe: the linear head starts as the baseline stage's "
+        "logistic regression (linear probing, then fine-tuning; needs model.dense_units: 0)",
+    )
 
     def features_once(self, augmentation: AugmentationParams) -> bool:
         """Whether this phase computes the base features once (see the class docstring)."""
@@ -250,7 +261,7 @@ class FinetuneParams(PhaseParams):
 
 
 class TrainParams(_Section):
-    """How both training phases run: distribution strategy, precision and determinism.
+    """How both training phases run: distribution strategy, precision, determinism, class weights.
 
     ``transfer.batch_size`` and ``finetune.batch_size`` are per replica: the global batch of
     one optimizer step is ``batch_size`` x the number of replicas (devices x workers).
@@ -278,6 +289,12 @@ class TrainParams(_Section):
         description="none: the phases' learning rates are used as written whatever the number "
         "of replicas; linear: multiplied by the number of replicas (the global batch grows "
         "with them)",
+    )
+    class_weight: Literal["none", "balanced"] = Field(
+        "none",
+        description="weights of the classes in the training loss of both phases; none: every "
+        "image counts the same; balanced: n_train / (n_classes * n_train_of_class), from the "
+        "train split (scikit-learn's 'balanced')",
     )
 
 
@@ -368,6 +385,16 @@ class Params(_Section):
                 "pretrained on generated shapes for the offline demo. Use model.weights "
                 "imagenet, file or kaggle with real data (e.g. make experiment "
                 "PROFILE=tom-and-jerry)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _probe_needs_a_linear_head(self) -> Params:
+        if self.transfer.head_init == "probe" and self.model.dense_units:
+            raise ValueError(
+                "transfer.head_init is 'probe' but model.dense_units is "
+                f"{self.model.dense_units}: the probe is a linear head; set model.dense_units: 0 "
+                "or transfer.head_init: random"
             )
         return self
 

@@ -47,6 +47,12 @@ IMAGE_TITLES = {
     "reports/figures/learning_curves.png": "Learning curves",
     "reports/figures/confusion_matrix.png": "Confusion matrices",
 }
+BASELINE_ROWS = (
+    ("baseline", "linear-probe baseline"),
+    ("transfer", "transfer only"),
+    ("finetune", "fine-tuned"),
+)
+METRIC_KEYS = ("val_accuracy", "accuracy", "macro_f1")
 # Keys nested deeper than this (e.g. ``finetune.per_class.tom.f1``) go to a collapsed table.
 HEADLINE_DEPTH = 2
 
@@ -235,6 +241,7 @@ def render(
     data_sources: tuple[str | None, str | None] = (None, None),
     profiles: tuple[str | None, str | None] = (None, None),
     rerun_note: str | None = None,
+    head_metrics: dict | None = None,
     diagnosis: str | None = None,
     html: Path | None = None,
 ) -> str:
@@ -278,6 +285,27 @@ def render(
     else:
         lines.append("No param changed.")
 
+    if head_metrics and "baseline" in head_metrics:
+        probe = head_metrics["baseline"]["accuracy"]
+
+        def beats(key: str) -> str:
+            return (
+                "—"
+                if key == "baseline"
+                else "yes"
+                if head_metrics[key]["accuracy"] > probe
+                else "no"
+            )
+
+        lines += ["", "## Against the linear-probe baseline (head)", ""]
+        lines += markdown_table(
+            ["model", "val accuracy", "test accuracy", "test macro F1", "beats the baseline"],
+            [
+                [name, *(fmt_value(head_metrics[key].get(m)) for m in METRIC_KEYS), beats(key)]
+                for key, name in BASELINE_ROWS
+                if key in head_metrics
+            ],
+        )
     lines += ["", "## Metrics", ""]
     if not metrics:
         lines.append("No metrics in either revision.")
@@ -432,6 +460,7 @@ def write_report(base: str, out: Path, *, html: bool = True, rerun: bool = True)
         ),
         profiles=(profiles[0], profiles[1]),
         rerun_note=rerun_note,
+        head_metrics=json.loads(_read(METRICS) or "{}"),
         diagnosis=DIAGNOSIS.read_text(encoding="utf-8") if DIAGNOSIS.is_file() else None,
         html=page,
     )

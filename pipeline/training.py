@@ -254,6 +254,7 @@ def fit_phase(
     step_offset: int = 0,
     checkpoint: keras.Model | None = None,
     strategy: object | None = None,
+    class_weight: dict[int, float] | None = None,
 ) -> tuple[list[list], PhaseResult]:
     """Train ``model`` for up to ``epochs`` epochs after ``initial_epoch``; return history rows.
 
@@ -268,6 +269,11 @@ def fit_phase(
     (keras-team/keras#20585), :func:`fit_distributed` trains with the same callbacks and
     returns the same history; otherwise ``Model.fit`` does. Only the chief writes the live
     metrics file; other workers write it into ``work_dir``.
+
+    ``class_weight``: ``{class index: weight}`` (:func:`pipeline.balance.class_weights`) scaling
+    each train image's loss, as ``Model.fit(class_weight=...)`` does; ``None``: unweighted. The
+    history's train loss is then the weighted loss (as Keras reports it); accuracy and the val
+    figures are never weighted.
     """
     from pipeline import distribute
 
@@ -302,6 +308,7 @@ def fit_phase(
                 initial_epoch=initial_epoch,
                 callbacks=callbacks,
                 verbose=2 if distribute.is_chief(strategy) else 0,
+                class_weight=class_weight,
             )
         else:
             hist = model.fit(
@@ -311,6 +318,7 @@ def fit_phase(
                 initial_epoch=initial_epoch,
                 callbacks=callbacks,
                 verbose=2,
+                class_weight=class_weight,
             )
     except BaseException:
         # Interrupted (SIGINT/SIGTERM) or failed: close the event writers now, or they flush
@@ -371,6 +379,7 @@ def fit_distributed(
     initial_epoch: int = 0,
     callbacks: list[keras.callbacks.Callback] | None = None,
     verbose: int = 2,
+    class_weight: dict[int, float] | None = None,
 ) -> keras.callbacks.History:
     """``model.fit(train_ds, validation_data=val_ds, ...)`` as a ``strategy.run`` loop.
 
@@ -386,6 +395,11 @@ def fit_distributed(
     epoch logs ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``: the global mean loss
     and the fraction of images whose most probable class is the label. Returns the
     ``History``, as ``Model.fit`` does.
+
+    ``class_weight`` (``{class index: weight}``, as ``Model.fit`` takes it) multiplies each train
+    image's loss by its class's weight before the division by the global batch, so the train
+    ``loss`` is the weighted one, as ``Model.fit`` reports it; accuracy and validation are
+    unweighted, as there.
     """
     history = keras.callbacks.History()
     cbs = keras.callbacks.CallbackList(
@@ -399,9 +413,16 @@ def fit_distributed(
     loss_fn, optimizer = keras.losses.get(model.loss), model.optimizer
     train_dist = strategy.experimental_distribute_dataset(_shardable(train_ds))
     val_dist = strategy.experimental_distribute_dataset(_shardable(val_ds))
+    table = None
+    if class_weight is not None:
+        # class index -> weight; a class missing from the dict weighs 1, as in Model.fit
+        table = tf.constant(
+            [float(class_weight.get(c, 1.0)) for c in range(max(class_weight) + 1)], tf.float32
+        )
 
     def sums(x: tf.Tensor, y: tf.Tensor, training: bool) -> tuple[tf.Tensor, ...]:
-        """Per replica: loss to minimise, summed per-image loss, correct images, images."""
+        """Per replica: loss to minimise, summed per-image loss (times its class weight in
+        training), correct images, images."""
         y = tf.cast(y, tf.int32)
         n = tf.shape(y)[0]
         # Images in the global batch: the last batch of an epoch may be short on some replicas.
@@ -411,6 +432,8 @@ def fit_distributed(
         per_image = (
             loss_fn.call(y, probs) if isinstance(loss_fn, keras.losses.Loss) else loss_fn(y, probs)
         )
+        if training and table is not None:
+            per_image = per_image * tf.gather(table, y)
         loss = tf.nn.compute_average_loss(per_image, global_batch_size=n_global)
         if training and model.losses:
             loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))

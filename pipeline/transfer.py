@@ -1,9 +1,10 @@
 """Stage ``transfer``: train a new head on the frozen pretrained base.
 
 Reads ``seed``, ``data.image_size``, ``model.*``, ``augmentation.*``, ``transfer.*`` and
-``train.*`` (distribution, precision; see :mod:`pipeline.distribute`), and the prepared images of
-``data/prepared``. Writes ``models/transfer/`` (``model.keras``: the classifier at its best epoch;
-``best.weights.h5``: its checkpoint; ``state.json``: epochs run, best epoch and how the base ran),
+``train.*`` (distribution, precision, see :mod:`pipeline.distribute`; class weights, see
+:mod:`pipeline.balance`), and the prepared images of ``data/prepared``. Writes
+``models/transfer/`` (``model.keras``: the classifier at its best epoch; ``best.weights.h5``: its
+checkpoint; ``state.json``: epochs run, best epoch, how the base ran and the class weights),
 ``reports/history/transfer.csv`` (one row per epoch) and TensorBoard logs in ``logs/transfer``;
 in a multi-worker run only the chief writes them.
 
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         raise PipelineError(f"{args.weights} not found: run the download_weights stage first")
 
     from pipeline import distribute
+    from pipeline.balance import class_weights, describe
     from pipeline.data import load_prepared
     from pipeline.models import classifier_from_params, compile_model, split_at_features
     from pipeline.training import feature_datasets, fit_phase, load_train_val, write_history
@@ -54,6 +56,12 @@ def main(argv: list[str] | None = None) -> None:
     classes = load_prepared("train", image_size=size).classes  # fails fast if not prepared
     with strategy.scope():
         model = classifier_from_params(params, len(classes), weights=args.weights)
+        if cfg.head_init == "probe":
+            from pipeline.features import load_probe
+
+            probe = load_probe(args.features)
+            model.get_layer("predictions").set_weights([probe["kernel"], probe["bias"]])
+            log.info("transfer: the head starts as the baseline's logistic regression")
         if once:
             features, trained = split_at_features(model)
         else:
@@ -68,13 +76,15 @@ def main(argv: list[str] | None = None) -> None:
         from pipeline import features as feats
 
         stored = feats.load(feats.spec(params, args.weights), ("train", "val"), args.features)
-        _, train_ds, val_ds = feature_datasets(
+        train, train_ds, val_ds = feature_datasets(
             features, size, batch, params.seed, stored=stored, augment=aug, views=views
         )
     else:
         if cfg.augmented_views:
             log.warning("transfer.augmented_views is ignored: the whole model runs every batch")
-        _, train_ds, val_ds = load_train_val(size, batch, params.seed, augment=aug)
+        train, train_ds, val_ds = load_train_val(size, batch, params.seed, augment=aug)
+    weights = class_weights(train.labels, len(classes), params.train.class_weight)
+    log.info("transfer: class weights %s", describe(weights, classes))
     log.info(
         "transfer: %d trainable / %d total parameters",
         sum(int(w.numpy().size) for w in model.trainable_weights),
@@ -93,11 +103,13 @@ def main(argv: list[str] | None = None) -> None:
             log_dir=tb,
             checkpoint=model,
             strategy=strategy,
+            class_weight=weights,
         )
         model.save(tmp / "model.keras")
         state = result.to_dict() | {
             "base_features": "once" if once else "every_epoch",
             "augmented_views": views,
+            "class_weight": weights and {classes[i]: w for i, w in weights.items()},
         }
         write_json(tmp / "state.json", state)
         if distribute.is_chief(strategy):

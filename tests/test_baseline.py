@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline import features as feats
-from pipeline.baseline import C_GRID, fit_probe, probabilities
+from pipeline.baseline import C_GRID, fit_probe, linear_head, probabilities
 from tests.conftest import tiny_params_dict
 
 
@@ -50,6 +50,20 @@ def test_probabilities_give_zero_to_classes_the_train_split_lacks():
     assert proba.shape == (4, 3)
     np.testing.assert_allclose(proba.sum(1), 1.0)
     assert (proba[:, 1] == 0).all()
+
+
+@pytest.mark.parametrize("labels", [(0, 1, 2), (0, 2), (1, 2)])
+def test_probe_as_a_softmax_layer_gives_its_probabilities(labels):
+    rng = np.random.default_rng(3)
+    x, y = _blobs(rng, 30, 2.0)
+    keep = np.isin(y, labels)  # a class may be missing from the train split
+    probe, _, _ = fit_probe(x[keep], y[keep], x, y, seed=0, grid=(0.1,))
+    head = linear_head(probe, 3)
+    assert head["kernel"].shape == (20, 3) and head["bias"].shape == (3,)
+    logits = x @ head["kernel"].astype(np.float64) + head["bias"]
+    proba = np.exp(logits - logits.max(1, keepdims=True))
+    proba /= proba.sum(1, keepdims=True)
+    np.testing.assert_allclose(proba, probabilities(probe, x, 3), atol=1e-5)
 
 
 def test_stored_features_are_used_only_for_their_inputs(tmp_path: Path):

@@ -3,6 +3,8 @@
 The chief and the other worker each run ``python -m pipeline.transfer`` in their own copy of a
 tiny workspace, with a ``TF_CONFIG`` that lists both on free localhost ports; collective ops go
 over gRPC on localhost. The run is compared with a one-process run of the same global batch.
+Both use balanced class weights (the train split is one image short of balanced), so the loop's
+weighting of the per-image losses is checked against ``Model.fit(class_weight=...)`` too.
 """
 
 from __future__ import annotations
@@ -166,7 +168,7 @@ def test_two_workers_train_like_one_process_and_only_the_chief_writes(
                 "learning_rate": 0.01,
                 "patience": EPOCHS,
             },
-            train={"distribution": distribution},
+            train={"distribution": distribution, "class_weight": "balanced"},
         )
 
     multi = params("multi_worker", PER_REPLICA_BATCH)  # global batch: 20 x 2 workers
@@ -215,3 +217,6 @@ def test_two_workers_train_like_one_process_and_only_the_chief_writes(
     ref_state = json.loads((ref / "models/transfer/state.json").read_text())
     assert state["optimizer_steps"] == ref_state["optimizer_steps"] == EPOCHS
     assert state["best_epoch"] == ref_state["best_epoch"]
+    classes = ("jerry", "tom", "tom_jerry_0", "tom_jerry_1")  # the last one is 1 image short
+    weights = {c: 35 / (4 * (8 if c == "tom_jerry_1" else 9)) for c in classes}
+    assert state["class_weight"] == ref_state["class_weight"] == pytest.approx(weights)

@@ -66,6 +66,11 @@ def test_profile_first_then_set_and_the_later_value_wins(tmp_path: Path):
                         "transfer.learning_rate=0.002"]  # fmt: skip
 
 
+def test_keys_missing_from_params_yaml_are_added():
+    cmd = command({"seed": 3, "transfer.head_init": "probe"}, [], present={"seed"})
+    assert cmd[3:] == ["-S", "seed=3", "-S", "+transfer.head_init=probe"]
+
+
 def test_unknown_profile_lists_the_valid_ones(tmp_path: Path, capsys):
     _write(tmp_path, "tom-and-jerry", {"seed": 1})
     _write(tmp_path, "flowers", {"seed": 2})

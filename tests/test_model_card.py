@@ -54,7 +54,7 @@ def _export() -> dict:
     }
 
 
-def _card(params, **kwargs) -> str:
+def _card(params, counts: dict | None = None, **kwargs) -> str:
     history = {
         "transfer": [
             {"epoch": "1", "val_loss": "0.9", "val_accuracy": "0.6"},
@@ -62,7 +62,9 @@ def _card(params, **kwargs) -> str:
         ],
         "finetune": [{"epoch": "3", "val_loss": "0.7", "val_accuracy": "0.75"}],
     }
-    counts = {s: Counter({"cat": n, "dog": n}) for s, n in (("train", 7), ("val", 2), ("test", 5))}
+    counts = counts or {
+        s: Counter({"cat": n, "dog": n}) for s, n in (("train", 7), ("val", 2), ("test", 5))
+    }
     return render_card(
         params,
         {
@@ -131,6 +133,58 @@ def test_card_includes_diagnosis_and_leakage_when_present(tiny_params):
     assert "Not checked" not in leakage
     assert "- near_duplicate_pairs: 2" in leakage and '[["a.jpg", "b.jpg"]]' in leakage
     assert "![misclassified test images](misclassified.png)" in card
+
+
+def test_card_states_the_class_weights(tiny_params):
+    assert "(`train.class_weight`): none (every training image counts the same)." in (
+        _section(_card(tiny_params), "Model")
+    )
+    balanced = tiny_params.model_copy(
+        update={"train": tiny_params.train.model_copy(update={"class_weight": "balanced"})}
+    )
+    counts = {"train": Counter({"cat": 12, "dog": 4}), "val": Counter(cat=2, dog=2)}
+    model = _section(_card(balanced, {**counts, "test": Counter(cat=5, dog=5)}), "Model")
+    # 16 train images, 2 classes: 16 / (2 x 12) and 16 / (2 x 4)
+    assert "(`train.class_weight`): balanced: `cat` 0.6667, `dog` 2.0000 (n_train /" in model
+    assert "| `train.class_weight` | `balanced` |" in _card(balanced)
+
+
+def test_card_summarises_label_conflicts(tiny_params):
+    conflict = {
+        "labels": {"cat": 1, "dog": 5},
+        "split": "train",
+        "images": [{"path": f"dog/{i}.jpg", "label": "dog"} for i in range(5)]
+        + [{"path": "cat/9.jpg", "label": "cat"}],
+        "more_images": 0,
+    }
+    leakage = {
+        "near_duplicate_pairs": 9,
+        "label_conflicts": {
+            "policy": "keep",
+            "pairs": 5,
+            "groups": 1,
+            "images": 6,
+            "dropped": 0,
+            "by_split": {"train": 6, "val": 0, "test": 0},
+            "list": [conflict],
+        },
+    }
+    text = _section(_card(tiny_params, leakage=leakage), "Data leakage")
+    assert "- near_duplicate_pairs: 9" in text
+    assert (
+        "- label conflicts: 5 near-duplicate pair(s) with different labels, in 1 group(s) of 6 "
+        "image(s); kept, train 6, val 0, test 0 (split.label_conflicts: keep)." in text
+    )
+    assert (
+        "  - `dog/0.jpg` (dog), `cat/9.jpg` (cat), `dog/1.jpg` (dog), `dog/2.jpg` (dog) and 2 more "
+        "(train)" in text
+    )
+    dropped = {**leakage["label_conflicts"], "policy": "drop", "dropped": 6, "list": []}
+    text = _section(_card(tiny_params, leakage={"label_conflicts": dropped}), "Data leakage")
+    assert "all 6 dropped from the splits" in text
+    none = {**dropped, "pairs": 0, "groups": 0, "images": 0, "dropped": 0}
+    text = _section(_card(tiny_params, leakage={"label_conflicts": none}), "Data leakage")
+    assert "- label conflicts: none" in text
 
 
 def test_relevant_params_leave_out_unused_sources(tiny_params):

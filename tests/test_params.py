@@ -59,7 +59,15 @@ def test_defaults_and_repo_params_are_valid():
         ({"train": {"deterministic_ops": "yes"}}, "train.deterministic_ops = 'yes'"),
         ({"train": {"learning_rate_scaling": "sqrt"}}, "train.learning_rate_scaling = 'sqrt'"),
         ({"train": {"distributon": "none"}}, "did you mean 'train.distribution'"),
+        ({"train": {"class_weight": "auto"}}, "train.class_weight = 'auto'"),
+        ({"train": {"class_weights": "balanced"}}, "did you mean 'train.class_weight'"),
+        ({"split": {"label_conflicts": "fix"}}, "split.label_conflicts = 'fix'"),
+        ({"split": {"label_conflicts": False}}, "split.label_conflicts = False"),
         ({"data": []}, "data = []"),
+        ({"transfer": {"head_init": "probe"}}, "the probe is a linear head"),
+        ({"transfer": {"head_init": "zeros"}}, "transfer.head_init = 'zeros'"),
+        ({"data": {"source": "kaggle"}}, "sample weights are pretrained on generated shapes"),
+        ({"model": {"dense_units": -1}}, "model.dense_units = -1"),
     ],
 )
 def test_invalid_values_are_refused_with_the_key(raw, expected):

@@ -20,6 +20,7 @@ ALL_STAGES = [
     "download_weights",
     "split",
     "prepare",
+    "baseline",
     "transfer",
     "finetune",
     "evaluate",
@@ -115,7 +116,7 @@ def test_up_to_date_after_repro(repo: Path):
 @pytest.mark.parametrize(
     ("key", "value", "stages"),
     [
-        ("data.image_size", 40, ["prepare", "transfer", "evaluate", "model_card"]),
+        ("data.image_size", 40, ["prepare", "baseline", "transfer", "evaluate", "model_card"]),
         ("transfer.base_features", "once", ["transfer", "evaluate", "model_card"]),
         ("split.val", 0.25, ["split", "evaluate", "model_card"]),
     ],

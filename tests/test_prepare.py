@@ -22,7 +22,7 @@ def prepared(sample_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     root = tmp_path_factory.mktemp("prepared")
     (root / "params.yaml").write_text(f"seed: 1\ndata:\n  image_size: {SIZE}\n")
     split_main(["--params", str(root / "params.yaml"), "--data", str(sample_dataset),
-                "--out", str(root / "split")])  # fmt: skip
+                "--out", str(root / "split"), "--leakage", str(root / "leakage.json")])  # fmt: skip
     prepare_main(["--params", str(root / "params.yaml"), "--split", str(root / "split"),
                   "--data", str(sample_dataset), "--out", str(root / "prepared")])  # fmt: skip
     return root

@@ -132,6 +132,20 @@ def test_profiles_of_both_sides(tmp_path: Path):
     assert "`main` was rerun." in rerun and "Different profiles" not in rerun
 
 
+def test_head_against_the_baseline(tmp_path: Path):
+    head = {
+        "baseline": {"accuracy": 0.8, "val_accuracy": 0.78, "macro_f1": 0.79},
+        "transfer": {"accuracy": 0.8, "val_accuracy": 0.77, "macro_f1": 0.75},
+        "finetune": {"accuracy": 0.85, "val_accuracy": 0.82, "macro_f1": 0.84},
+    }
+    text = _render(tmp_path, head_metrics=head)
+    section = text.split("## Against the linear-probe baseline (head)\n", 1)[1]
+    assert "| linear-probe baseline | 0.78 | 0.8 | 0.79 | — |" in section
+    assert "| transfer only | 0.77 | 0.8 | 0.75 | no |" in section  # a tie does not beat it
+    assert "| fine-tuned | 0.82 | 0.85 | 0.84 | yes |" in section
+    assert "against the linear-probe" not in _render(tmp_path, head_metrics={}).lower()
+
+
 def test_unknown_base_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     for cmd in (["git", "init", "-q"], ["git", "commit", "-q", "--allow-empty", "-m", "x"]):
         subprocess.run(

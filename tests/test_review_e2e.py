@@ -60,8 +60,9 @@ def exp_show(repo: Path) -> list[dict]:
 def repo(trained_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("review") / "repo"
     shutil.copytree(trained_repo, path, symlinks=True)
-    (path / "profiles" / f"{PROFILE}.yaml").write_text(
-        f"finetune:\n  learning_rate: {PROFILE_LR}\n"  # a real profile would change more
+    (path / "profiles" / f"{PROFILE}.yaml").write_text(  # linear probing, then fine-tuning
+        "model:\n  dense_units: 0\ntransfer:\n  head_init: probe\n"
+        f"finetune:\n  learning_rate: {PROFILE_LR}\n"
     )
     run(["git", "add", "-A"], path)
     run(["git", "commit", "-qm", "Baseline run"], path)
@@ -221,11 +222,14 @@ def test_remote_round_trip(repo: Path, tmp_path: Path):
 
 def test_experiment_with_a_profile_shows_params_and_metrics(repo: Path):
     # the profile's value first, then SET's: the later value wins
-    out = make(repo, "experiment", f"PROFILE={PROFILE}", "SET=finetune.learning_rate=0.0001").stdout
-    assert f"-S finetune.learning_rate={PROFILE_LR} -S finetune.learning_rate=0.0001" in out
+    proc = make(repo, "experiment", f"PROFILE={PROFILE}", "SET=finetune.learning_rate=0.0001")
+    out = proc.stdout
+    assert f"dvc exp run -S profile={PROFILE} -S model.dense_units=0" in out
+    assert "-S transfer.head_init=probe -S finetune.learning_rate=0.0001\n" in out
     ran = stages_run(out)
-    assert {"finetune", "evaluate"} <= set(ran)
-    assert not {"baseline", "transfer", *DATA_STAGES} & set(ran)
+    assert {"transfer", "finetune", "evaluate"} <= set(ran)
+    assert not {"baseline", *DATA_STAGES} & set(ran)
+    assert "the head starts as the baseline's logistic regression" in out + proc.stderr
     rows = exp_show(repo)
     baseline = next(r for r in rows if r["rev"] != "workspace")
     assert baseline["rev"] == run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
@@ -274,8 +278,8 @@ def test_review_compares_with_a_run_of_the_same_profile(repo: Path):
     assert base_params["transfer"]["learning_rate"] != NEW_LR  # main's own value, not the head's
     base_metrics = json.loads(git_show(repo, "refs/review/base", "reports/metrics.json"))
     main_metrics = json.loads(git_show(repo, "main", "reports/metrics.json"))
-    assert base_metrics["transfer"] == main_metrics["transfer"]  # restored, not retrained
-    assert base_metrics["baseline"] == main_metrics["baseline"]
+    assert base_metrics["baseline"] == main_metrics["baseline"]  # restored, not rerun
+    assert base_metrics["transfer"] != main_metrics["transfer"]  # the profile's head
     head = json.loads((repo / "reports/metrics.json").read_text())
     row = f"| `finetune.loss` | {fmt_value(base_metrics['finetune']['loss'])} | "
     assert row + f"{fmt_value(head['finetune']['loss'])} |" in text
