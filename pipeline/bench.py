@@ -6,14 +6,18 @@
 * the **forward** pass on an in-memory batch: the model's ceiling, images/s;
 * the **input pipeline**: decoding and resizing the frames (what a naive pipeline pays every
   epoch), and reading the prepared arrays (what an epoch pays here);
-* the **transfer** phase: a training step of the whole model on an in-memory batch (the model's
-  own step throughput) against an epoch over the prepared images; and the base features computed
-  once, then a head epoch on them;
-* the **fine-tune** phase: its step throughput against an epoch over the prepared images;
+* the **transfer** phase: a training step of the whole model without augmentation on an
+  in-memory batch (the model's own step throughput) against an epoch over the prepared images,
+  without augmentation and with the configured augmentation; the base features computed once,
+  and (with augmentation) those of augmented images, one view of ``transfer.augmented_views``;
+  then a head epoch on the features and one on augmented views;
+* the **fine-tune** phase: its step throughput against epochs over the prepared images, without
+  and with augmentation;
 * the peak resident memory of the process.
 
 Each rate is printed with its ratio to the forward ceiling; each epoch also as a ratio to its
-own step throughput (``>= 0.9`` means the input pipeline is not the bottleneck). Weights are
+own step throughput (``>= 0.9`` without augmentation means the input pipeline is not the
+bottleneck; ``>= 0.8`` is the target with augmentation). Weights are
 random, with the BatchNorm statistics of the frames: speed does not depend on the weights'
 values, but a purely random network's vanishing activations would compute on slow denormal
 floats.
@@ -137,22 +141,20 @@ class _EpochTimes:
         return Callback()
 
 
-def fit_rates(
-    model: Any, datasets: list[Any], n_images: list[int], rounds: int = 3, epochs: int = 3
-) -> list[float]:
-    """Training images/s of ``model.fit`` over each dataset (one epoch = its ``n_images``).
+def fit_rates(runs: list[tuple[Any, Any, int]], rounds: int = 3, epochs: int = 3) -> list[float]:
+    """Training images/s of ``model.fit`` for each ``(model, dataset, images per epoch)``.
 
-    The datasets take turns, ``rounds`` times, so that drift in the machine's speed affects
+    The runs take turns, ``rounds`` times, so that drift in the machine's speed affects
     them alike; each fit's first epoch (graph tracing, pipeline start) is dropped and the
     median epoch time of all rounds is used.
     """
-    times: list[list[float]] = [[] for _ in datasets]
+    times: list[list[float]] = [[] for _ in runs]
     for _ in range(rounds):
-        for ds, acc in zip(datasets, times, strict=True):
+        for (model, ds, _), acc in zip(runs, times, strict=True):
             timer = _EpochTimes()
             model.fit(ds, epochs=epochs, verbose=0, callbacks=[timer], shuffle=False)
             acc.extend(timer.times[1:])
-    return [n / float(np.median(t)) for n, t in zip(n_images, times, strict=True)]
+    return [n / float(np.median(t)) for (_, _, n), t in zip(runs, times, strict=True)]
 
 
 def repeated_batch(x: np.ndarray, y: np.ndarray, steps: int) -> Any:
@@ -191,7 +193,7 @@ def bench_steps(
         unfreeze_last,
     )
     from pipeline.prepare import prepare_images
-    from pipeline.training import extract_features, inference_fn
+    from pipeline.training import extract_features, feature_dataset, inference_fn, view_dataset
     from pipeline.utils import seed_everything
 
     m, size = params.model, params.data.image_size
@@ -222,6 +224,7 @@ def bench_steps(
     )
 
     model = classifier_from_params(params, len(classes))
+    aug = params.augmentation if params.augmentation.enabled else None
     first = np.stack([np.load(p) for p in ready.paths[:32]]).astype(np.float32)
     calibrate_batchnorm(get_base(model), preprocessing(m.architecture)(first))
 
@@ -230,79 +233,104 @@ def bench_steps(
         x = np.stack([np.load(p) for p in ready.paths[:b]]).astype(np.float32)
         return x, np.asarray(labels[:b], np.int32)
 
+    def phase_rates(phase: str, b: int, learning_rate: float) -> None:
+        """The step on an in-memory batch, and epochs over the prepared images without and
+        (when configured) with augmentation, measured in turns."""
+        compile_model(model, learning_rate)
+        x, y = batch(b)
+        steps = max(1, n // b)
+        runs = [
+            (model, repeated_batch(x, y, steps), steps * b),
+            (model, make_dataset(ready, size, b, shuffle=True, seed=1), n),
+        ]
+        if aug:
+            runs.append((model, make_dataset(ready, size, b, shuffle=True, seed=1, augment=aug), n))
+        rates = fit_rates(runs, rounds)
+        results[f"{phase}_step"], results[f"{phase}_epoch"] = rates[:2]
+        results[f"{phase}_epoch_aug"] = rates[2] if aug else None
+
     # Forward ceiling: inference on an in-memory batch, each result fetched as it would be.
     bt = params.transfer.batch_size
-    xb, yb = batch(bt)
+    xb, _ = batch(bt)
     forward = inference_fn(model)
     steps = max(1, n // bt)
     results["forward"] = steps * bt / timed(lambda: [forward(xb).numpy() for _ in range(steps)])
 
-    # Transfer, whole model every step: in-memory batch vs epoch over prepared images.
-    compile_model(model, params.transfer.learning_rate)
-    results["transfer_step"], results["transfer_epoch"] = fit_rates(
-        model,
-        [repeated_batch(xb, yb, steps), make_dataset(ready, size, bt, shuffle=True, seed=1)],
-        [steps * bt, n],
-        rounds,
-    )
-    # Transfer, base features once: the one pass over the images, then head epochs.
+    # Transfer, whole model every step.
+    phase_rates("transfer", bt, params.transfer.learning_rate)
+    # Transfer, base features once: the one pass over the images (and, with augmentation, one
+    # pass over augmented images per view), then head epochs on them.
     features, head = split_at_features(model)
     warm = Split(ready.paths[: bt + 1], labels[: bt + 1], classes, names[: bt + 1], True)
     forward_features = inference_fn(features)
     extract_features(forward_features, warm, size, bt)  # traces a full and a partial batch
-    start = time.perf_counter()
-    feats = extract_features(forward_features, ready, size, bt)
-    results["features_once"] = n / (time.perf_counter() - start)
+    passes: dict[str, list[float]] = {"features_once": [], "features_aug": []}
+    feats = views = None
+    for _ in range(rounds if aug else 1):  # in turns, like the epochs
+        start = time.perf_counter()
+        feats = extract_features(forward_features, ready, size, bt)
+        passes["features_once"].append(time.perf_counter() - start)
+        if aug:
+            start = time.perf_counter()
+            views = extract_features(forward_features, ready, size, bt, augment=aug, seed=1)
+            passes["features_aug"].append(time.perf_counter() - start)
+    for key, seconds in passes.items():
+        results[key] = n / float(np.median(seconds)) if seconds else None
     compile_model(head, params.transfer.learning_rate)
-    fds = (
-        tf.data.Dataset.from_tensor_slices((feats, np.asarray(labels, np.int32)))
-        .shuffle(n, seed=1)
-        .batch(bt)
-    )
-    (results["head_epoch"],) = fit_rates(head, [fds], [n], rounds=1, epochs=4)
+    # head epochs take milliseconds: repeat the images to at least 2,048 rows an epoch
+    reps = -(-2048 // n)
+    y_all = np.tile(np.asarray(labels, np.int32), reps)
+    head_runs = [(head, feature_dataset(np.tile(feats, (reps, 1)), y_all, bt, seed=1), n * reps)]
+    if views is not None:  # the one view, twice: what matters is the cost of drawing views
+        two = np.tile(np.concatenate([views] * 2), (1, reps, 1))
+        head_runs.append((head, view_dataset(two, y_all, bt, seed=1), n * reps))
+    rates = fit_rates(head_runs, rounds=rounds, epochs=3)
+    results["head_epoch"], results["head_epoch_views"] = rates[0], rates[1] if aug else None
 
     # Fine-tuning: the last layers of the base unfrozen.
     unfreeze_last(model, params.finetune.unfreeze_layers)
-    compile_model(model, params.finetune.learning_rate)
-    bf = params.finetune.batch_size
-    xf, yf = batch(bf)
-    steps = max(1, n // bf)
-    results["finetune_step"], results["finetune_epoch"] = fit_rates(
-        model,
-        [repeated_batch(xf, yf, steps), make_dataset(ready, size, bf, shuffle=True, seed=1)],
-        [steps * bf, n],
-        rounds,
-    )
+    phase_rates("finetune", params.finetune.batch_size, params.finetune.learning_rate)
     results["peak_rss_mb"] = peak_rss_mb()
     keras.backend.clear_session()
     return results
 
 
-STEP_ROWS = (
-    ("forward", "forward pass, in-memory batch (ceiling)", None),
-    ("decode", "decode + resize the frames (naive: every epoch)", None),
-    ("prepare", "prepare stage: decode + resize + write, once", None),
-    ("read_prepared", "read prepared arrays (tf.data, shuffled)", None),
-    ("transfer_step", "transfer step, whole model, in-memory batch", None),
-    ("transfer_epoch", "transfer epoch, whole model, prepared images", "transfer_step"),
-    ("features_once", "transfer: base features once, prepared images", "forward"),
-    ("head_epoch", "transfer: head epoch on the features", None),
-    ("finetune_step", "fine-tune step, in-memory batch", None),
-    ("finetune_epoch", "fine-tune epoch, prepared images", "finetune_step"),
+# (result key, label, reference key of the ratio, the ratio's target if it has one)
+STEP_ROWS: tuple[tuple[str, str, str | None, float | None], ...] = (
+    ("forward", "forward pass, in-memory batch (ceiling)", None, None),
+    ("decode", "decode + resize the frames (naive: every epoch)", None, None),
+    ("prepare", "prepare stage: decode + resize + write, once", None, None),
+    ("read_prepared", "read prepared arrays (tf.data, shuffled)", None, None),
+    ("transfer_step", "transfer step, whole model, in-memory batch", None, None),
+    ("transfer_epoch", "transfer epoch, prepared images", "transfer_step", 0.9),
+    ("transfer_epoch_aug", "transfer epoch, prepared images, augmented", "transfer_step", 0.8),
+    ("features_once", "transfer: base features once, prepared images", "forward", 0.9),
+    ("features_aug", "transfer: base features of augmented images", "features_once", None),
+    ("head_epoch", "transfer: head epoch on the features", None, None),
+    ("head_epoch_views", "transfer: head epoch on augmented views", "head_epoch", 0.8),
+    ("finetune_step", "fine-tune step, in-memory batch", None, None),
+    ("finetune_epoch", "fine-tune epoch, prepared images", "finetune_step", 0.9),
+    ("finetune_epoch_aug", "fine-tune epoch, prepared images, augmented", "finetune_step", 0.8),
 )
 
 
 def format_steps(r: dict[str, Any], setup: str) -> str:
+    """The rows of :data:`STEP_ROWS` as a table; ratios with their targets."""
     lines = [
         f"{setup}; {r['images']} frames, short side {r['frame_side']} px",
         f"{'measure':<50} {'images/s':>10} {'x forward':>10}  vs. own step",
     ]
-    for key, label, ref in STEP_ROWS:
+    for key, label, ref, target in STEP_ROWS:
         rate = r[key]
+        if rate is None:
+            lines.append(f"{label:<50} {'-':>10} {'':>10}  (augmentation off)")
+            continue
         vs = ""
         if ref:
             ratio = rate / r[ref]
-            vs = f"{ratio:.2f} x {ref} ({'ok' if ratio >= 0.9 else 'below'} 0.9)"
+            vs = f"{ratio:.2f} x {ref}"
+            if target is not None:
+                vs += f" ({'ok' if ratio >= target else 'below'} {target:g})"
         lines.append(f"{label:<50} {rate:>10.0f} {rate / r['forward']:>10.2f}  {vs}")
     lines.append(f"peak RSS: {r['peak_rss_mb']:.0f} MiB")
     return "\n".join(lines)

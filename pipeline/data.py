@@ -1,7 +1,7 @@
 """Input pipelines: split manifests to batched ``tf.data`` datasets.
 
 A dataset yields ``(images, labels)``: float32 ``(batch, size, size, 3)`` pixels in ``[0, 255]``
-(whole numbers) and int32 ``(batch,)`` class indices into ``classes.json``.
+(whole numbers, unless augmented) and int32 ``(batch,)`` class indices into ``classes.json``.
 
 Training and evaluation read the **prepared** images of the ``prepare`` stage
 (:mod:`pipeline.prepare`): every image of the splits decoded and resized once to
@@ -11,16 +11,24 @@ frames. :func:`decode_image` is the one decoding path; the ``prepare`` stage and
 :mod:`pipeline.predict` both use it, so prepared pixels and the pixels of a new image at
 prediction time are identical. Files are streamed from disk in a deterministic order for a given
 seed, read in parallel and prefetched: memory holds a few batches, never the dataset.
+
+**Augmentation** (training only) is part of the input pipeline, not of the model: a parallel,
+seeded ``tf.data`` map over whole batches (:func:`augment_batch`), so that its cost overlaps the
+model's steps and saved models hold no random layers. Flip, rotation, zoom and translation are
+folded into one affine transform per image (one resampling instead of three, nearest-neighbour
+by default), contrast and brightness are one affine map of the pixels.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import tensorflow as tf
 
+from pipeline.params import AugmentationParams
 from pipeline.utils import PipelineError, read_csv, read_json
 
 PREPARED_DIR = Path("data/prepared")
@@ -138,14 +146,99 @@ def prepare_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
 
 
 def read_prepared(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Read a prepared ``.npy`` (uint8 ``(size, size, 3)``) into float32 pixels in ``[0, 255]``.
+    """Read a prepared ``.npy`` file into its uint8 ``(size, size, 3)`` pixels.
 
     The array is the file's last ``size * size * 3`` bytes (after the ``.npy`` header).
     """
     raw = tf.io.read_file(path)
     n = image_size * image_size * 3
     pixels = tf.io.decode_raw(tf.strings.substr(raw, tf.strings.length(raw) - n, n), tf.uint8)
-    return tf.cast(tf.reshape(pixels, (image_size, image_size, 3)), tf.float32)
+    return tf.reshape(pixels, (image_size, image_size, 3))
+
+
+# Columns of the per-image uniform draws in [0, 1) that :func:`augment_batch` uses.
+_FLIP, _ANGLE, _ZOOM, _SHIFT_X, _SHIFT_Y, _CONTRAST, _BRIGHTNESS = range(7)
+
+
+def _affine(cfg: AugmentationParams, u: tf.Tensor, height: int, width: int) -> tf.Tensor:
+    """Per image, the ``(batch, 8)`` output-to-input transforms of ImageProjectiveTransformV3.
+
+    The composition of Keras' RandomFlip("horizontal"), RandomRotation(rotation),
+    RandomZoom(zoom) and RandomTranslation(translation, translation), applied in that order:
+    angle uniform in ``±rotation`` of a full turn, zoom factor uniform in ``1 ± zoom`` (> 1
+    zooms out), shifts uniform in ``±translation`` of the width and height, a mirror with
+    probability 1/2 (a draw below 1/2); rotation and zoom about the image centre. ``u``:
+    ``(batch, 7)`` uniform draws in ``[0, 1]``, columns ``_FLIP`` ... ``_BRIGHTNESS``.
+    """
+    sym = 2.0 * u - 1.0  # uniform in [-1, 1)
+    angle = sym[:, _ANGLE] * (cfg.rotation * 2.0 * math.pi)
+    zoom = 1.0 + sym[:, _ZOOM] * cfg.zoom
+    dx = sym[:, _SHIFT_X] * (cfg.translation * width)
+    dy = sym[:, _SHIFT_Y] * (cfg.translation * height)
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    # input = A @ (output - shift - centre) + centre, A = zoom * rotation
+    a0, a1 = zoom * tf.cos(angle), -zoom * tf.sin(angle)
+    b0, b1 = zoom * tf.sin(angle), zoom * tf.cos(angle)
+    px, py = -dx - cx, -dy - cy
+    a2, b2 = a0 * px + a1 * py + cx, b0 * px + b1 * py + cy
+    if cfg.flip:  # mirror the input column: x -> width - 1 - x
+        sign = tf.where(u[:, _FLIP] < 0.5, -1.0, 1.0)
+        a0, a1 = sign * a0, sign * a1
+        a2 = tf.where(sign < 0, (width - 1.0) - a2, a2)
+    zeros = tf.zeros_like(a0)
+    return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+
+
+def augment_batch(images: tf.Tensor, cfg: AugmentationParams, seed: tf.Tensor) -> tf.Tensor:
+    """Randomly augment a batch as ``cfg`` says; the same ``seed``, the same result.
+
+    ``images``: uint8 or float32 ``(batch, height, width, 3)`` pixels in ``[0, 255]``;
+    ``seed``: a ``(2,)`` integer seed of TensorFlow's stateless random ops. Returns float32
+    pixels of the same shape in ``[0, 255]``: :func:`augment_images` with ``(batch, 7)``
+    uniform draws from ``seed``.
+    """
+    draws = tf.random.stateless_uniform(tf.stack([tf.shape(images)[0], 7]), seed)
+    return augment_images(images, cfg, draws)
+
+
+def augment_images(images: tf.Tensor, cfg: AugmentationParams, draws: tf.Tensor) -> tf.Tensor:
+    """Augment each image of a batch by its row of ``draws`` (``(batch, 7)``, in ``[0, 1]``).
+
+    ``images``: uint8 or float32 ``(batch, height, width, 3)`` pixels in ``[0, 255]``; returns
+    float32 pixels of the same shape in ``[0, 255]``. The geometric factors of :func:`_affine`
+    are one resampling (``cfg.interpolation``: nearest or bilinear) with reflected borders, in
+    the images' dtype (uint8 is the cheaper), or a plain mirror when flip is the only geometric
+    change. Then contrast and brightness as one affine map of each image's pixels, clipped to
+    ``[0, 255]`` once: each channel's distance from its mean scaled by a factor uniform in
+    ``1 ± contrast`` (Keras' RandomContrast), plus a shift uniform in ``± brightness`` of 255
+    (Keras' RandomBrightness, which clips between the two). Factors of 0 (and ``flip: false``)
+    leave the images untouched.
+    """
+    u = tf.convert_to_tensor(draws, tf.float32)
+    if cfg.rotation or cfg.zoom or cfg.translation:
+        height, width = int(images.shape[1]), int(images.shape[2])
+        images = tf.raw_ops.ImageProjectiveTransformV3(
+            images=images,
+            transforms=_affine(cfg, u, height, width),
+            output_shape=tf.constant([height, width]),
+            fill_value=0.0,
+            interpolation=cfg.interpolation.upper(),
+            fill_mode="REFLECT",
+        )
+    elif cfg.flip:
+        mirror = tf.reshape(u[:, _FLIP] < 0.5, (-1, 1, 1, 1))
+        images = tf.where(mirror, tf.reverse(images, axis=[2]), images)
+    x = tf.cast(images, tf.float32)
+    if not (cfg.contrast or cfg.brightness):
+        return x
+    # x * factor + offset, per image and channel: (x - mean) * factor + mean + delta
+    factor = tf.reshape(1.0 + (2.0 * u[:, _CONTRAST] - 1.0) * cfg.contrast, (-1, 1, 1, 1))
+    delta = tf.reshape((2.0 * u[:, _BRIGHTNESS] - 1.0) * (cfg.brightness * 255.0), (-1, 1, 1, 1))
+    offset = delta
+    if cfg.contrast:
+        offset = tf.reduce_mean(x, axis=(1, 2), keepdims=True) * (1.0 - factor) + delta
+        x = x * factor
+    return tf.clip_by_value(x + offset, 0.0, 255.0)
 
 
 def make_dataset(
@@ -155,21 +248,39 @@ def make_dataset(
     *,
     shuffle: bool = False,
     seed: int = 0,
+    augment: AugmentationParams | None = None,
 ) -> tf.data.Dataset:
     """Batched ``(images, labels)`` dataset for ``split``; reshuffled each epoch if ``shuffle``.
 
     Reads prepared arrays when ``split.prepared``, else decodes the image files. Only file
-    names are shuffled, so memory holds the prefetched batches, not the dataset.
+    names are shuffled, so memory holds the prefetched batches, not the dataset. With
+    ``augment`` (enabled), every batch is augmented by :func:`augment_batch` in a parallel map,
+    with random draws that depend on ``seed`` and differ from epoch to epoch (deterministically:
+    the same seed gives the same epochs).
     """
     read = read_prepared if split.prepared else decode_image
+
+    def load(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return read(path, image_size), label
+
+    def augmented(batch: tuple[tf.Tensor, tf.Tensor], seed_: tf.Tensor) -> tuple:
+        return augment_batch(batch[0], augment, seed_), batch[1]
+
+    def as_float(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.cast(images, tf.float32), labels
+
     ds = tf.data.Dataset.from_tensor_slices(
         (tf.constant(split.paths, tf.string), tf.constant(split.labels, tf.int32))
     )
     if shuffle:
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(
-        lambda p, y: (read(p, image_size), y),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size)
+    if augment is not None and augment.enabled:
+        # one (2,) stateless seed per batch, new ones every epoch
+        seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            augmented, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
+    else:
+        ds = ds.map(as_float)
+    return ds.prefetch(tf.data.AUTOTUNE)

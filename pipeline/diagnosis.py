@@ -412,7 +412,7 @@ def _below_probe(phase: str, params: Params) -> tuple[str, ...]:
             f"`transfer.patience` (now {cfg.patience}), `transfer.learning_rate` (now "
             f"{cfg.learning_rate:g})"
         )
-        if aug.enabled:
+        if aug.enabled and (not cfg.features_once(aug) or cfg.views(aug)):
             out.append(
                 "milder augmentation: the probe sees the images as they are, the head sees "
                 "distorted ones"

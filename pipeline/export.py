@@ -1,11 +1,10 @@
 """Stage ``export``: the fine-tuned model as a TensorFlow SavedModel and a TFLite file, checked.
 
 Reads ``export.tolerance``. Loads ``models/finetune/model.keras`` and exports its inference graph
-(:func:`pipeline.models.inference_model`: the same layers and weights without the augmentation
-layer, which is inactive at inference but whose random ops would stay in a traced graph, and
-which TFLite's built-in kernels cannot run). A model trained in mixed precision is exported, and
-checked, as its float32 copy (:func:`pipeline.models.float32_copy`: the same weights, every layer
-in float32). Writes ``models/export/``:
+(augmentation is part of the training input pipeline, not of the model, so the graph holds no
+random ops). A model trained in mixed precision is exported, and checked, as its float32 copy
+(:func:`pipeline.models.float32_copy`: the same weights, every layer in float32). Writes
+``models/export/``:
 
 * ``saved_model/`` – ``keras.Model.export`` (endpoints ``serve`` and ``serving_default``),
 * ``model.tflite`` – converted from the SavedModel, float32 (no quantisation),
@@ -149,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     import tensorflow as tf
 
     from pipeline.data import load_prepared, make_dataset
-    from pipeline.models import float32_copy, inference_model, load_model
+    from pipeline.models import float32_copy, load_model
 
     model = float32_copy(load_model(args.model))  # mixed precision: exported in float32
     size = int(model.input_shape[1])
@@ -164,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     files = {"saved_model": "saved_model", "tflite": "model.tflite"}
     loaders = {"saved_model": saved_model_predictor, "tflite": tflite_predictor}
     with atomic_dir(args.out) as tmp:
-        inference_model(model).export(str(tmp / files["saved_model"]), verbose=False)
+        model.export(str(tmp / files["saved_model"]), verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp / files["saved_model"]))
         (tmp / files["tflite"]).write_bytes(converter.convert())
         write_json(tmp / "classes.json", test.classes)

@@ -1,10 +1,11 @@
 """Stage ``finetune``: unfreeze the last layers of the base and train on at a low learning rate.
 
-Reads ``seed``, ``data.image_size``, ``finetune.*`` and ``train.*`` (``train.class_weight``:
-:mod:`pipeline.balance`, from this phase's train split, as in transfer). Loads
-``models/transfer/model.keras``, makes the last ``finetune.unfreeze_layers`` layers of the base
-trainable (BatchNorm layers stay frozen and in inference mode), recompiles with
-``finetune.learning_rate`` and continues the epoch count where transfer learning stopped. Writes
+Reads ``seed``, ``data.image_size``, ``augmentation.*``, ``finetune.*`` and ``train.*``
+(``train.class_weight``: :mod:`pipeline.balance`, from this phase's train split, as in transfer).
+Loads ``models/transfer/model.keras``, makes the last ``finetune.unfreeze_layers`` layers of the
+base trainable (BatchNorm layers stay frozen and in inference mode), recompiles with
+``finetune.learning_rate`` and continues the epoch count where transfer learning stopped, on
+train batches augmented as ``augmentation.*`` says (:func:`pipeline.data.augment_batch`). Writes
 ``models/finetune/`` (``model.keras``, ``best.weights.h5``, ``state.json`` with the class
 weights),
 ``reports/history/finetune.csv``, ``reports/model_summary.txt`` (``summary(show_trainable=True)``)
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         sum(int(w.numpy().size) for w in model.trainable_weights),
     )
     batch = distribute.global_batch_size(cfg.batch_size, strategy)
-    train, train_ds, val_ds = load_train_val(size, batch, params.seed)
+    train, train_ds, val_ds = load_train_val(size, batch, params.seed, augment=params.augmentation)
     weights = class_weights(train.labels, len(train.classes), params.train.class_weight)
     log.info("finetune: class weights %s", describe(weights, train.classes))
     state = read_json(state_file)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.balance import describe, weights_from_counts
-from pipeline.params import Params, load_params
+from pipeline.params import AugmentationParams, Params, load_params
 from pipeline.utils import (
     PipelineError,
     atomic_file,
@@ -92,6 +92,23 @@ def relevant_params(params: Params) -> list[tuple[str, Any]]:
         for key, value in _flat(section, p[section])
         if not any(on and (key == s or key.startswith(f"{s}.")) for s, on in skip.items())
     ]
+
+
+def _augmentation_text(aug: AugmentationParams) -> str:
+    """The enabled augmentations in words, e.g. ``horizontal flip, rotation ±0.05 turn``."""
+    parts = ["horizontal flip"] if aug.flip else []
+    for name, unit in (
+        ("rotation", " turn"),
+        ("zoom", ""),
+        ("translation", ""),
+        ("contrast", ""),
+        ("brightness", ""),
+    ):
+        if getattr(aug, name):
+            parts.append(f"{name} ±{getattr(aug, name):g}{unit}")
+    if aug.rotation or aug.zoom or aug.translation:
+        parts.append(f"{aug.interpolation} resampling")
+    return ", ".join(parts) or "none"
 
 
 def class_counts(split_dir: Path) -> tuple[list[str], dict[str, Counter]]:
@@ -284,6 +301,8 @@ def render_card(
         f"- Input: RGB image of any size, decoded and resized to {size}×{size} px (bilinear, "
         "antialiased), float32 pixels in [0, 255]; the model rescales them itself.",
         f"- Output: {len(classes)} class probabilities, in the order of the class table below.",
+        f"- Training augmentation (train batches only, applied by the input pipeline; not part "
+        f"of the saved model): {_augmentation_text(params.augmentation)}.",
         "- Class weights in the training loss of both phases (`train.class_weight`): "
         + describe(
             weights_from_counts([counts["train"][c] for c in classes], params.train.class_weight),

@@ -1,11 +1,15 @@
-"""Model building, in one place: the pretrained base, preprocessing, augmentation and the head.
+"""Model building, in one place: the pretrained base, preprocessing and the head.
 
 The classifier takes ``(batch, size, size, 3)`` float32 pixels in ``[0, 255]`` and returns
 ``(batch, n_classes)`` softmax probabilities::
 
-    inputs -> augmentation (training only) -> preprocessing (model-specific, serialisable)
+    inputs -> preprocessing (model-specific, serialisable)
            -> base(x, training=False) -> GlobalAveragePooling2D -> Dropout
            [-> Dense relu -> Dropout, unless model.dense_units is 0] -> Dense softmax
+
+Augmentation is not part of the model: the training input pipeline applies it
+(:func:`pipeline.data.augment_batch`), so a saved model computes at inference exactly what it
+computed in training, minus dropout.
 
 The base is always called with ``training=False`` so its BatchNorm layers stay in inference mode,
 also after some of its layers are unfrozen for fine-tuning (Keras guide "Transfer learning &
@@ -38,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from pipeline.params import KERAS_HUB, AugmentationParams, Params
+from pipeline.params import KERAS_HUB, Params
 
 BASE_NAME = "base"
 # The dataset of models/base.weights.h5 that holds a KerasHub base's config (JSON, UTF-8 bytes).
@@ -315,56 +319,28 @@ def preprocessing(architecture: str, weights: str | Path | None = None) -> keras
     return layers.Rescaling(scale=scale, offset=offset, name="preprocessing")
 
 
-def augmentation(cfg: AugmentationParams, seed: int) -> keras.Layer:
-    """Random augmentation on ``[0, 255]`` pixels; active only when ``training=True``.
-
-    A ``Sequential`` of the enabled layers, or an ``Identity`` layer when all are disabled.
-    """
-    aug: list[keras.Layer] = []
-    if cfg.flip:
-        aug.append(layers.RandomFlip("horizontal", seed=seed))
-    if cfg.rotation:
-        aug.append(layers.RandomRotation(cfg.rotation, fill_mode="reflect", seed=seed + 1))
-    if cfg.zoom:
-        aug.append(layers.RandomZoom(cfg.zoom, fill_mode="reflect", seed=seed + 2))
-    if cfg.translation:
-        aug.append(
-            layers.RandomTranslation(
-                cfg.translation, cfg.translation, fill_mode="reflect", seed=seed + 3
-            )
-        )
-    if cfg.contrast:
-        aug.append(layers.RandomContrast(cfg.contrast, seed=seed + 4))
-    if cfg.brightness:
-        aug.append(layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed + 5))
-    if not aug:
-        return layers.Identity(name="augmentation")
-    return keras.Sequential(aug, name="augmentation")
-
-
 def build_classifier(
     base: keras.Model,
     architecture: str,
     image_size: int,
     n_classes: int,
     *,
-    aug: AugmentationParams,
     seed: int,
     dense_units: int = 128,
     dropout: float = 0.5,
     preprocess: keras.Layer | None = None,
 ) -> keras.Model:
-    """Freeze ``base`` and put augmentation, preprocessing and a new head around it.
+    """Freeze ``base`` and put preprocessing and a new head around it.
 
     ``preprocess``: the preprocessing layer; by default :func:`preprocessing` of
     ``architecture`` (a KerasHub base needs it passed: its preprocessing comes from its preset).
     ``dense_units=0`` makes the head linear (dropout, then the softmax layer) instead of
     dropout, a hidden ``relu`` layer of ``dense_units``, dropout and the softmax layer.
+    ``seed`` seeds the dropout masks.
     """
     base.trainable = False
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
-    x = augmentation(aug, seed)(inputs)
-    x = (preprocess if preprocess is not None else preprocessing(architecture))(x)
+    x = (preprocess if preprocess is not None else preprocessing(architecture))(inputs)
     x = base(x, training=False)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(dropout, seed=seed + 10, name="dropout_1")(x)
@@ -386,7 +362,6 @@ def classifier_from_params(
         m.architecture,
         size,
         n_classes,
-        aug=params.augmentation,
         seed=params.seed,
         dense_units=m.dense_units,
         dropout=m.dropout,
@@ -485,9 +460,9 @@ def split_at_features(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     """Cut a classifier after its pooling layer into ``(features, head)`` sharing its layers.
 
     ``features`` maps ``(batch, size, size, 3)`` pixels to ``(batch, d)`` pooled base features
-    in inference mode (no augmentation); ``head`` maps ``(batch, d)`` features to
-    ``(batch, n_classes)`` probabilities. ``head(features(x))`` is ``model(x)`` without
-    augmentation, and training ``head`` trains ``model``'s head.
+    in inference mode; ``head`` maps ``(batch, d)`` features to ``(batch, n_classes)``
+    probabilities. ``head(features(x))`` is ``model(x)``, and training ``head`` trains
+    ``model``'s head.
     """
     inputs = keras.Input(shape=model.input_shape[1:], name="image")
     x = model.get_layer("preprocessing")(inputs)
@@ -501,19 +476,3 @@ def split_at_features(model: keras.Model) -> tuple[keras.Model, keras.Model]:
         if name in present:  # a linear head has no dense / dropout_2
             h = model.get_layer(name)(h)
     return features, keras.Model(head_in, h, name="head")
-
-
-def inference_model(model: keras.Model) -> keras.Model:
-    """The classifier without its augmentation layer, sharing ``model``'s layers and weights.
-
-    Augmentation is inactive at inference, but its random ops stay in a traced graph (and TFLite
-    has no built-in kernels for them). The returned model maps the same ``(batch, size, size, 3)``
-    ``[0, 255]`` pixels to the same ``(batch, n_classes)`` probabilities.
-    """
-    inputs = keras.Input(shape=model.input_shape[1:], name="image")
-    x = inputs
-    for layer in model.layers:
-        if isinstance(layer, layers.InputLayer) or layer.name == "augmentation":
-            continue
-        x = layer(x, training=False) if layer.name == BASE_NAME else layer(x)
-    return keras.Model(inputs, x, name=f"{model.name}_inference")

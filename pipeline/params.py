@@ -270,6 +270,11 @@ class AugmentationParams(_Section):
     translation: float = Field(0.05, ge=0, lt=1)
     contrast: float = Field(0.1, ge=0, lt=1)
     brightness: float = Field(0.1, ge=0, lt=1)
+    interpolation: Literal["nearest", "bilinear"] = Field(
+        "nearest",
+        description="resampling of rotation, zoom and translation: nearest (about half the cost "
+        "of bilinear on CPU) or bilinear (smoother, Keras' default)",
+    )
 
     @property
     def enabled(self) -> bool:
@@ -299,12 +304,22 @@ class TransferParams(PhaseParams):
     ``once``: the base's pooled features of every train and val image are computed once and
     the head trains on them, ~``epochs`` times fewer base forward passes; the trained weights are
     those of a whole-model run up to float round-off when augmentation is off. With augmentation
-    on, the head then trains on un-augmented images (augmentation still applies in fine-tuning).
-    ``every_epoch``: the whole model, augmentation included, runs on every batch.
-    ``auto``: ``once`` when augmentation is off, else ``every_epoch``.
+    on, the head trains on ``augmented_views`` augmented copies of each train image's features,
+    computed once (``augmented_views`` forward passes over the train images), one of them drawn
+    at random per image and epoch; with ``augmented_views: 0`` it trains on un-augmented
+    features (augmentation still applies in fine-tuning).
+    ``every_epoch``: the whole model runs on every batch, on freshly augmented images.
+    ``auto``: ``once`` when augmentation is off or ``augmented_views`` > 0, else ``every_epoch``.
     """
 
     base_features: Literal["auto", "once", "every_epoch"] = "auto"
+    augmented_views: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="with base features once and augmentation on: augmented copies of each "
+        "train image's base features the head trains on (0: un-augmented features only)",
+    )
     head_init: Literal["random", "probe"] = Field(
         "random",
         description="random: a new head; probe: the linear head starts as the baseline stage's "
@@ -314,8 +329,13 @@ class TransferParams(PhaseParams):
     def features_once(self, augmentation: AugmentationParams) -> bool:
         """Whether this phase computes the base features once (see the class docstring)."""
         if self.base_features == "auto":
-            return not augmentation.enabled
+            return not augmentation.enabled or self.augmented_views > 0
         return self.base_features == "once"
+
+    def views(self, augmentation: AugmentationParams) -> int:
+        """Augmented views of the base features the head trains on (0: none)."""
+        on = augmentation.enabled and self.features_once(augmentation)
+        return self.augmented_views if on else 0
 
 
 class FinetuneParams(PhaseParams):

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from pipeline.data import PREPARED_DIR, Split, load_prepared, make_dataset
 from pipeline.live import LIVE_DIR, LiveMetrics
+from pipeline.params import AugmentationParams
 from pipeline.utils import PipelineError, log, write_csv
 
 HISTORY_COLUMNS = (
@@ -54,10 +55,15 @@ def load_train_val(
     seed: int,
     split_dir: str | Path = "data/split",
     prepared_dir: str | Path = PREPARED_DIR,
+    augment: AugmentationParams | None = None,
 ) -> tuple[Split, tf.data.Dataset, tf.data.Dataset]:
-    """The train split and the shuffled-train / ordered-val datasets of prepared images."""
+    """The train split and the shuffled-train / ordered-val datasets of prepared images.
+
+    ``augment``: the augmentation of the train batches (:func:`pipeline.data.augment_batch`);
+    val batches are never augmented.
+    """
     train, val = (load_prepared(n, prepared_dir, split_dir, image_size) for n in ("train", "val"))
-    train_ds = make_dataset(train, image_size, batch_size, shuffle=True, seed=seed)
+    train_ds = make_dataset(train, image_size, batch_size, shuffle=True, seed=seed, augment=augment)
     val_ds = make_dataset(val, image_size, batch_size)
     return train, train_ds, val_ds
 
@@ -68,15 +74,27 @@ def inference_fn(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
 
 
 def extract_features(
-    forward: Callable[[tf.Tensor], tf.Tensor], split: Split, image_size: int, batch_size: int
+    forward: Callable[[tf.Tensor], tf.Tensor],
+    split: Split,
+    image_size: int,
+    batch_size: int,
+    *,
+    augment: AugmentationParams | None = None,
+    views: int = 1,
+    seed: int = 0,
 ) -> np.ndarray:
     """``forward`` applied once to every image of ``split``, in order: ``(n, *feature_shape)``.
 
     ``forward`` is e.g. :func:`inference_fn` of a features model; a plain loop over the
-    streamed batches (``Model.predict`` costs ~20% more on CPU).
+    streamed batches (``Model.predict`` costs ~20% more on CPU). With ``augment``, the images are
+    augmented (:func:`pipeline.data.augment_batch`, seeded by ``seed``) and the result is
+    ``(views, n, *feature_shape)``: ``views`` passes, each with new random augmentations.
     """
-    ds = make_dataset(split, image_size, batch_size)
-    return np.concatenate([forward(x).numpy() for x, _ in ds])
+    ds = make_dataset(split, image_size, batch_size, seed=seed, augment=augment)
+    if augment is None:
+        return np.concatenate([forward(x).numpy() for x, _ in ds])
+    # every pass over ``ds`` draws new augmentations (deterministically, from ``seed``)
+    return np.stack([np.concatenate([forward(x).numpy() for x, _ in ds]) for _ in range(views)])
 
 
 def feature_datasets(
@@ -87,6 +105,8 @@ def feature_datasets(
     split_dir: str | Path = "data/split",
     prepared_dir: str | Path = PREPARED_DIR,
     stored: dict[str, np.ndarray] | None = None,
+    augment: AugmentationParams | None = None,
+    views: int = 0,
 ) -> tuple[Split, tf.data.Dataset, tf.data.Dataset]:
     """Like :func:`load_train_val`, with ``features`` computed once instead of images.
 
@@ -94,8 +114,15 @@ def feature_datasets(
     (:func:`pipeline.features.load`), used instead of running it again. The train features are
     shuffled the way :func:`load_train_val` shuffles the images (same seed, same order), so a
     head trained on them sees the batches a whole model would.
+
+    ``views`` > 0 with ``augment`` (enabled): the train features are those of ``views``
+    augmented copies of each train image, computed once (``views`` forward passes); every epoch
+    each image contributes one of its copies, drawn at random (seeded, new draws every epoch).
+    Val features are never augmented.
     """
     train, val = (load_prepared(n, prepared_dir, split_dir, image_size) for n in ("train", "val"))
+    forward = inference_fn(features)
+    use_views = bool(views and augment is not None and augment.enabled)
     if stored is not None:
         f_train, f_val = stored["train"], stored["val"]
         if (len(f_train), len(f_val)) != (len(train), len(val)):
@@ -106,26 +133,75 @@ def feature_datasets(
         log.info("base features of %d images reused from the baseline stage", len(train) + len(val))
     else:
         start = time.perf_counter()
-        forward = inference_fn(features)
-        f_train = extract_features(forward, train, image_size, batch_size)
+        # with views, the head never sees the un-augmented train features
+        f_train = None if use_views else extract_features(forward, train, image_size, batch_size)
         f_val = extract_features(forward, val, image_size, batch_size)
         seconds = time.perf_counter() - start
-        n = len(train) + len(val)
+        n = len(val) if use_views else len(train) + len(val)
         log.info(
             "base features of %d images computed once in %.1f s (%.0f images/s), %s each",
             n,
             seconds,
             n / max(seconds, 1e-9),
-            "x".join(map(str, f_train.shape[1:])),
+            "x".join(map(str, f_val.shape[1:])),
         )
+    labels = np.asarray(train.labels, np.int32)
+    if use_views:
+        start = time.perf_counter()
+        f_views = extract_features(
+            forward, train, image_size, batch_size, augment=augment, views=views, seed=seed
+        )
+        seconds = time.perf_counter() - start
+        log.info(
+            "%d augmented views of the base features of %d train images computed in %.1f s "
+            "(%.0f images/s)",
+            views,
+            len(train),
+            seconds,
+            views * len(train) / max(seconds, 1e-9),
+        )
+        train_ds = view_dataset(f_views, labels, batch_size, seed)
+    else:
+        train_ds = feature_dataset(f_train, labels, batch_size, seed)
+    return train, train_ds, feature_dataset(f_val, np.asarray(val.labels, np.int32), batch_size)
 
-    def dataset(x: np.ndarray, split: Split, shuffle: bool) -> tf.data.Dataset:
-        ds = tf.data.Dataset.from_tensor_slices((x, np.asarray(split.labels, np.int32)))
-        if shuffle:
-            ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
-        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
-    return train, dataset(f_train, train, True), dataset(f_val, val, False)
+def feature_dataset(
+    x: np.ndarray, labels: np.ndarray, batch_size: int, seed: int | None = None
+) -> tf.data.Dataset:
+    """Batches of ``(features, labels)``; reshuffled every epoch when ``seed`` is given."""
+    ds = tf.data.Dataset.from_tensor_slices((x, labels))
+    if seed is not None:
+        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def view_dataset(
+    views: np.ndarray, labels: np.ndarray, batch_size: int, seed: int
+) -> tf.data.Dataset:
+    """Shuffled batches of ``(features, labels)``, each image's features one of its views.
+
+    ``views``: ``(k, n, d)`` features of ``k`` augmented copies of ``n`` images. Every epoch
+    the images are reshuffled and each draws one of its ``k`` copies at random (seeded by
+    ``seed``; new draws every epoch, the same ones run to run).
+    """
+    k = views.shape[0]
+    ds = tf.data.Dataset.from_tensor_slices((np.swapaxes(views, 0, 1), labels))
+    ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    draws = tf.data.Dataset.random(seed=seed + 2, rerandomize_each_iteration=True)
+
+    def view_index(r: tf.Tensor) -> tf.Tensor:
+        return tf.math.floormod(r, k)
+
+    pick = draws.map(view_index).batch(batch_size)
+
+    def select(batch: tuple[tf.Tensor, tf.Tensor], which: tf.Tensor) -> tuple:
+        x, y = batch  # x: (b, k, d); which: (batch_size,), of which the first b are used
+        return tf.gather(x, which[: tf.shape(x)[0]], axis=1, batch_dims=1), y
+
+    ds = tf.data.Dataset.zip(ds, pick)
+    ds = ds.map(select, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def _steps(model: keras.Model) -> int:

@@ -8,11 +8,13 @@ checkpoint; ``state.json``: epochs run, best epoch, how the base ran and the cla
 ``reports/history/transfer.csv`` (one row per epoch) and TensorBoard logs in ``logs/transfer``;
 in a multi-worker run only the chief writes them.
 
-With ``transfer.base_features`` resolving to ``once`` (``auto`` without augmentation), the frozen
-base runs once over the train and val images and the head trains on the pooled features
-(:func:`pipeline.models.split_at_features`), reusing the features that the ``baseline`` stage
-stored in ``data/features`` when they come from the same base, size and split; otherwise the
-whole model runs on every batch.
+With ``transfer.base_features`` resolving to ``once`` (``auto`` without augmentation or with
+``transfer.augmented_views``), the frozen base runs once over the train and val images and the
+head trains on the pooled features (:func:`pipeline.models.split_at_features`), reusing the
+features that the ``baseline`` stage stored in ``data/features`` when they come from the same
+base, size and split; with augmentation and ``transfer.augmented_views`` > 0, the head trains on
+that many augmented views of the train features instead, computed once. Otherwise the whole
+model runs on every batch of augmented images (:func:`pipeline.data.augment_batch`).
 
 Usage: ``python -m pipeline.transfer [--params params.yaml]``
 """
@@ -48,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
 
     strategy = distribute.setup(params.train, params.seed)
     cfg, size = params.transfer, params.data.image_size
-    once = cfg.features_once(params.augmentation)
+    aug = params.augmentation
+    once, views = cfg.features_once(aug), cfg.views(aug)
     batch = distribute.global_batch_size(cfg.batch_size, strategy)
     classes = load_prepared("train", image_size=size).classes  # fails fast if not prepared
     with strategy.scope():
@@ -65,19 +68,21 @@ def main(argv: list[str] | None = None) -> None:
             trained = model
         compile_model(trained, distribute.learning_rate(cfg.learning_rate, params.train, strategy))
     if once:
-        if params.augmentation.enabled:
+        if aug.enabled and not views:
             log.warning(
-                "transfer.base_features is 'once': the head trains on un-augmented images "
-                "(augmentation applies in fine-tuning only)"
+                "transfer.base_features is 'once' and transfer.augmented_views 0: the head "
+                "trains on un-augmented images (augmentation applies in fine-tuning only)"
             )
         from pipeline import features as feats
 
         stored = feats.load(feats.spec(params, args.weights), ("train", "val"), args.features)
         train, train_ds, val_ds = feature_datasets(
-            features, size, batch, params.seed, stored=stored
+            features, size, batch, params.seed, stored=stored, augment=aug, views=views
         )
     else:
-        train, train_ds, val_ds = load_train_val(size, batch, params.seed)
+        if cfg.augmented_views:
+            log.warning("transfer.augmented_views is ignored: the whole model runs every batch")
+        train, train_ds, val_ds = load_train_val(size, batch, params.seed, augment=aug)
     weights = class_weights(train.labels, len(classes), params.train.class_weight)
     log.info("transfer: class weights %s", describe(weights, classes))
     log.info(
@@ -103,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         model.save(tmp / "model.keras")
         state = result.to_dict() | {
             "base_features": "once" if once else "every_epoch",
+            "augmented_views": views,
             "class_weight": weights and {classes[i]: w for i, w in weights.items()},
         }
         write_json(tmp / "state.json", state)

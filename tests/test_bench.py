@@ -33,16 +33,27 @@ def test_steps_measures_every_row(tmp_path: Path, capsys):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(tiny_params_dict()))
     out = tmp_path / "bench.json"
-    argv = ["steps", "--params", str(params), "--images", "40", "--frame-side", "64"]
+    argv = [
+        "steps",
+        "--params",
+        str(params),
+        "--images",
+        "40",
+        "--frame-side",
+        "64",
+        "--rounds",
+        "1",
+    ]
     assert main([*argv, "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["images"] == 40 and result["machine"]["cpus"] >= 1
-    for key, _, _ in STEP_ROWS:
+    for key, *_ in STEP_ROWS:
         assert result[key] > 0, key
     assert result["peak_rss_mb"] > 100
     printed = capsys.readouterr().out
     assert "mobilenet_v2 0.35 at 32 px" in printed
-    assert printed.count("x transfer_step") == printed.count("x finetune_step") == 1
+    assert printed.count("x transfer_step") == printed.count("x finetune_step") == 2
+    assert "prepared images, augmented" in printed
     assert list((tmp_path / "work").iterdir()) == []  # the frames and arrays are removed
 
 

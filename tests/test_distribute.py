@@ -230,14 +230,11 @@ def test_mirrored_strategy_on_one_device_runs_a_phase(tmp_path, monkeypatch):
 
 def test_mixed_precision_keeps_a_float32_softmax_and_loads_in_safe_mode(tmp_path):
     from pipeline.models import build_base, build_classifier, float32_copy, load_model
-    from pipeline.params import AugmentationParams
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16")  # Keras runs it on CPU
     try:
         base = build_base("mobilenet_v2", 0.35, 32)
-        model = build_classifier(
-            base, "mobilenet_v2", 32, 4, aug=AugmentationParams(), seed=1, dense_units=8
-        )
+        model = build_classifier(base, "mobilenet_v2", 32, 4, seed=1, dense_units=8)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert get_compute_dtypes(model) == {"bfloat16"}

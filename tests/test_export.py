@@ -44,22 +44,6 @@ def test_check_exports_refuses_nan():
         export.check_exports(ref, {"tflite": bad}, tolerance=0.5)
 
 
-def test_inference_model_drops_augmentation_and_shares_weights():
-    from pipeline.models import build_base, build_classifier, inference_model
-    from pipeline.params import AugmentationParams
-
-    base = build_base("mobilenet_v2", 0.35, 32)
-    model = build_classifier(base, "mobilenet_v2", 32, 3, aug=AugmentationParams(), seed=1)
-    inf = inference_model(model)
-    assert "augmentation" not in [layer.name for layer in inf.layers]
-    assert {id(w) for w in inf.weights} <= {id(w) for w in model.weights}
-    assert len(inf.weights) == len(model.weights) - len(model.get_layer("augmentation").weights)
-    x = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
-    np.testing.assert_allclose(
-        np.asarray(inf(x, training=False)), np.asarray(model(x, training=False)), atol=1e-6
-    )
-
-
 # --- after one tiny `dvc repro` (the session's `trained_repo`) -------------------------------
 
 

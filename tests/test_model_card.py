@@ -105,6 +105,11 @@ def test_card_content(tiny_params):
     assert "| `cat` | 7 | 2 | 5 | 14 |" in data and "| **all** | 14 | 4 | 10 | 28 |" in data
     assert "weights file `base_no_top.h5`" in _section(card, "Pretrained weights")
     assert "epochs 1–2, best epoch 2 (val loss 0.8000" in _section(card, "Model")
+    assert (
+        "not part of the saved model): horizontal flip, rotation ±0.05 turn, zoom ±0.1, "
+        "translation ±0.05, contrast ±0.1, brightness ±0.1, nearest resampling."
+        in _section(card, "Model")
+    )
     exported = _section(card, "Exported formats")
     assert "| tflite | `models/export/model.tflite` | 2.00 MB | 1.500 (p90 2.000) | 5e-07 |" in (
         exported

@@ -13,14 +13,12 @@ from pipeline.models import (
     load_model,
     unfreeze_last,
 )
-from pipeline.params import ALPHAS, BASE_LAYER_COUNTS, AugmentationParams
+from pipeline.params import ALPHAS, BASE_LAYER_COUNTS
 
 
-def _classifier(size=32, arch="mobilenet_v2", alpha=0.35, aug=None):
+def _classifier(size=32, arch="mobilenet_v2", alpha=0.35):
     base = build_base(arch, alpha, size)
-    return build_classifier(
-        base, arch, size, 4, aug=aug or AugmentationParams(), seed=1, dense_units=8
-    )
+    return build_classifier(base, arch, size, 4, seed=1, dense_units=8)
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
@@ -36,7 +34,6 @@ def test_classifier_structure_and_frozen_base():
     names = [layer.name for layer in model.layers]
     assert names == [
         "image",
-        "augmentation",
         "preprocessing",
         "base",
         "pool",
@@ -67,11 +64,7 @@ def test_unfreeze_last_keeps_batchnorm_frozen():
 
 
 def test_batchnorm_statistics_do_not_move_while_finetuning():
-    model = _classifier(
-        aug=AugmentationParams(
-            flip=False, rotation=0, zoom=0, translation=0, contrast=0, brightness=0
-        )
-    )
+    model = _classifier()
     unfreeze_last(model, 30)
     compile_model(model, 1e-3)
     bn = [
@@ -93,15 +86,13 @@ def test_batchnorm_statistics_do_not_move_while_finetuning():
     )
 
 
-def test_augmentation_is_training_only_and_configurable():
-    aug = AugmentationParams(
-        flip=True, rotation=0.1, zoom=0, translation=0, contrast=0, brightness=0.2
-    )
-    model = _classifier(aug=aug)
-    layers_ = [type(x).__name__ for x in model.get_layer("augmentation").layers]
-    assert layers_ == ["RandomFlip", "RandomRotation", "RandomBrightness"]
+def test_classifier_holds_no_random_layer():
+    """Augmentation is in the input pipeline: the model is deterministic at inference."""
+    model = _classifier()
+    kinds = {type(layer).__name__ for layer in model._flatten_layers()}
+    assert not {k for k in kinds if k.startswith("Random")}
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-    np.testing.assert_allclose(model(x, training=False), model(x, training=False))
+    np.testing.assert_array_equal(model(x, training=False), model(x, training=False))
 
 
 def test_save_load_roundtrip_in_safe_mode(tmp_path):
@@ -136,7 +127,7 @@ def test_linear_head_splits_at_the_features_and_loads_in_safe_mode(tmp_path):
     from pipeline.models import split_at_features
 
     base = build_base("mobilenet_v2", 0.35, 32)
-    model = build_classifier(base, "mobilenet_v2", 32, 3, aug=AugmentationParams(), seed=1,
+    model = build_classifier(base, "mobilenet_v2", 32, 3, seed=1,
                              dense_units=0, dropout=0.2)  # fmt: skip
     names = [layer.name for layer in model.layers]
     assert names[-3:] == ["pool", "dropout_1", "predictions"] and "dense" not in names

@@ -23,11 +23,10 @@ CLASSES = ["jerry", "tom", "tom_jerry_0", "tom_jerry_1"]
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained 4-class classifier (32 px) saved as ``.keras``, with its classes.json."""
     from pipeline.models import build_base, build_classifier
-    from pipeline.params import AugmentationParams
 
     folder = tmp_path_factory.mktemp("model")
     base = build_base("mobilenet_v2", 0.35, 32)
-    model = build_classifier(base, "mobilenet_v2", 32, 4, aug=AugmentationParams(), seed=3)
+    model = build_classifier(base, "mobilenet_v2", 32, 4, seed=3)
     model.save(folder / "model.keras")
     (folder / "classes.json").write_text(json.dumps(CLASSES))
     return folder

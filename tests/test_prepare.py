@@ -106,17 +106,13 @@ def _train_transfer(
     ``stored``: the features the baseline stage stored in ``data/features``, not computed.
     """
     from pipeline.models import build_base, build_classifier, compile_model, split_at_features
-    from pipeline.params import AugmentationParams
     from pipeline.training import feature_datasets, fit_phase, load_train_val
     from pipeline.utils import seed_everything
 
     seed_everything(3)
-    off = AugmentationParams(
-        flip=False, rotation=0, zoom=0, translation=0, contrast=0, brightness=0
-    )
     size = read_json(repo / "data/prepared/prepared.json")["image_size"]
     base = build_base("mobilenet_v2", 0.35, size, weights=repo / "models/base.weights.h5")
-    model = build_classifier(base, "mobilenet_v2", size, 4, aug=off, seed=3, dense_units=8)
+    model = build_classifier(base, "mobilenet_v2", size, 4, seed=3, dense_units=8)
     paths = {"split_dir": repo / "data/split", "prepared_dir": repo / "data/prepared"}
     if once:
         features, trained = split_at_features(model)
@@ -162,3 +158,37 @@ def test_base_features_once_trains_the_same_head(trained_repo: Path, tmp_path: P
     # the classifier's own head was trained (its layers are shared with the head model)
     assert change_once > 1e-3
     assert change_once == pytest.approx(change_every, rel=1e-3)
+
+
+def test_head_trains_on_augmented_views_of_the_features(prepared: Path):
+    """``transfer.augmented_views``: each epoch, every train image brings one of its augmented
+    views' features; val features stay un-augmented."""
+    from pipeline.models import (
+        build_base,
+        build_classifier,
+        calibrate_batchnorm,
+        preprocessing,
+        split_at_features,
+    )
+    from pipeline.params import AugmentationParams
+    from pipeline.training import feature_datasets
+
+    base = build_base("mobilenet_v2", 0.35, SIZE)
+    images = np.stack([np.load(f) for f in sorted((prepared / "prepared").rglob("*.npy"))[:16]])
+    calibrate_batchnorm(base, preprocessing("mobilenet_v2")(images.astype(np.float32)))
+    features, _ = split_at_features(build_classifier(base, "mobilenet_v2", SIZE, 4, seed=1))
+    paths = {"split_dir": prepared / "split", "prepared_dir": prepared / "prepared"}
+    train, plain_ds, val_plain = feature_datasets(features, SIZE, 8, 3, **paths)
+    _, views_ds, val_views = feature_datasets(
+        features, SIZE, 8, 3, **paths, augment=AugmentationParams(), views=2
+    )
+
+    def epoch(ds):  # rows sorted, so that epochs in different orders compare
+        x, y = (np.concatenate(a) for a in zip(*ds.as_numpy_iterator(), strict=True))
+        return x[np.lexsort(x.T[::-1])], np.sort(y)
+
+    (x1, y1), (x2, _), (xp, yp) = epoch(views_ds), epoch(views_ds), epoch(plain_ds)
+    assert x1.shape == xp.shape == (len(train), xp.shape[1]) and list(y1) == list(yp)
+    assert np.abs(x1).max() > 1e-3  # calibrated: features that are not vanishingly small
+    assert not np.allclose(x1, xp) and not np.allclose(x1, x2)
+    np.testing.assert_array_equal(epoch(val_views)[0], epoch(val_plain)[0])
