@@ -381,6 +381,7 @@ def test_dvc_repro_with_a_keras_hub_preset_from_kaggle(trained_repo, tmp_path):
         done = run(["dvc", "repro"], repo, env=env, timeout=600)
         assert stages_run(done.stdout) == [
             "download_weights",
+            "baseline",
             "transfer",
             "finetune",
             "evaluate",
