@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from pipeline.params import ALPHAS, BASE_LAYER_COUNTS, Params
+from pipeline.params import ALPHAS, Params, base_layer_count
 
 VERDICTS = ("underfitting", "overfitting", "good fit", "inconclusive")
 PHASE_TITLES = {"transfer": "Transfer learning", "finetune": "Fine-tuning"}
@@ -308,7 +308,8 @@ def _underfitting(
     if not low_skill:
         return tuple(out)
     if phase == "finetune":
-        if params.finetune.unfreeze_layers < BASE_LAYER_COUNTS[m.architecture]:
+        n_layers = base_layer_count(m)
+        if n_layers is None or params.finetune.unfreeze_layers < n_layers:
             out.append(
                 f"raise `finetune.unfreeze_layers` (now {params.finetune.unfreeze_layers}) to "
                 "adapt more of the base"

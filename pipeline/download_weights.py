@@ -1,9 +1,10 @@
 """Stage ``download_weights``: the pretrained base-model weights file.
 
 Reads ``seed``, ``model.architecture``, ``model.alpha``, ``model.weights``,
-``model.weights_path``, ``model.kaggle_handle`` and ``pretrain.*``. Writes
-``models/base.weights.h5`` (weights of the headless base, loadable at any ``data.image_size``)
-and the provenance record ``reports/weights_source.json``.
+``model.weights_path``, ``model.kaggle_handle``, ``model.kaggle_file`` and ``pretrain.*``.
+Writes ``models/base.weights.h5`` (weights of the headless base, loadable at any
+``data.image_size``; for a KerasHub base also its config and preprocessing, see
+:func:`pipeline.models.save_base`) and the provenance record ``reports/weights_source.json``.
 
 Usage: ``python -m pipeline.download_weights [--params params.yaml] [--out models/base.weights.h5]``
 """
@@ -25,13 +26,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
-    from pipeline.weights import pretrained_base  # imports TensorFlow: after validation
+    from pipeline.models import save_base  # imports TensorFlow: after validation
+    from pipeline.weights import pretrained_base
 
     seed_everything(params.seed)
     base, info = pretrained_base(params)
     info.update(architecture=params.model.architecture, alpha=params.model.alpha)
     with atomic_path(args.out) as tmp:
-        base.save_weights(tmp)
+        save_base(base, tmp, info.get("preprocessing"))
     write_json(args.info, info)
     log.info("wrote %s (%s weights)", args.out, info["source"])
 

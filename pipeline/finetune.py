@@ -63,8 +63,11 @@ def main(argv: list[str] | None = None) -> None:
         size = int(model.input_shape[1])
         n_base = len(get_base(model).layers)
         if cfg.unfreeze_layers > n_base:
+            hub = type(get_base(model)).__module__.startswith("keras_hub")
+            blocks = " (a KerasHub block counts as one)" if hub else ""
             raise PipelineError(
-                f"finetune.unfreeze_layers = {cfg.unfreeze_layers} but the base has {n_base} layers"
+                f"finetune.unfreeze_layers = {cfg.unfreeze_layers} but the base has {n_base} "
+                f"layers{blocks}: choose 1..{n_base}; the transfer stage's model is kept"
             )
         n_trainable = unfreeze_last(model, cfg.unfreeze_layers)
         # recompile: `trainable` changed

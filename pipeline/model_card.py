@@ -43,6 +43,7 @@ ARCHITECTURE_NAMES = {
     "mobilenet_v3_small": "MobileNetV3Small",
     "mobilenet_v3_large": "MobileNetV3Large",
     "efficientnet_b0": "EfficientNetB0",
+    "keras_hub": "KerasHub preset",
 }
 
 

@@ -13,24 +13,40 @@ computed in training, minus dropout.
 
 The base is always called with ``training=False`` so its BatchNorm layers stay in inference mode,
 also after some of its layers are unfrozen for fine-tuning (Keras guide "Transfer learning &
-fine-tuning"). Every layer is a built-in Keras layer, so saved models load in safe mode. Layers
-compute in the global Keras dtype policy (``train.mixed_precision``), except the softmax output
-layer, which always computes (and returns) float32.
+fine-tuning"). Every layer is a built-in Keras layer (no ``Lambda``), or one of KerasHub's
+serialisable layers inside a KerasHub base, so saved models load in safe mode. Layers compute
+in the global Keras dtype policy (``train.mixed_precision``), except the softmax output layer,
+which always computes (and returns) float32.
+
+Bases: a keras.applications network (:data:`ARCHITECTURES`), or, with ``model.architecture:
+keras_hub``, the backbone of a KerasHub preset (:func:`keras_hub_base_from_preset`). A KerasHub
+backbone is a Keras functional model whose blocks are KerasHub layers; a saved model names them
+with their module (``keras_hub.src.models...``), which Keras itself imports when it loads the
+model, also in safe mode, so nothing needs registering (keras-hub must be installed). Its
+preprocessing is a built-in ``Rescaling`` layer with the scale and offset of the preset's image
+converter. ``models/base.weights.h5`` of such a base also holds the backbone's config and that
+scale and offset (:func:`save_base`), so every later stage rebuilds the same base from that one
+file.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from pipeline.params import Params
+from pipeline.params import KERAS_HUB, Params
 
 BASE_NAME = "base"
+# The dataset of models/base.weights.h5 that holds a KerasHub base's config (JSON, UTF-8 bytes).
+KERAS_HUB_SPEC = "pipeline_keras_hub_base"
 
 
 @dataclass(frozen=True)
@@ -57,17 +73,190 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
+@dataclass(frozen=True)
+class KerasHubBase:
+    """What rebuilds a KerasHub base: the backbone's Keras config and the preset's preprocessing.
+
+    ``scale`` and ``offset`` are each ``None``, one number or one number per RGB channel; the
+    preset's image converter maps ``[0, 255]`` pixels ``x`` to ``x * scale + offset``.
+    """
+
+    config: dict[str, Any]  # keras.saving.serialize_keras_object(backbone), without its dtype
+    scale: float | list[float] | None
+    offset: float | list[float] | None
+
+    @property
+    def class_name(self) -> str:
+        """The backbone's registered class, e.g. ``keras_hub>MobileNetBackbone``."""
+        return str(self.config.get("registered_name") or self.config.get("class_name"))
+
+
+def _rgb_values(value: object, what: str) -> float | list[float] | None:
+    """``None``, a number or 3 numbers (one per RGB channel) as JSON-able floats."""
+    if value is None:
+        return None
+    values = np.asarray(value, dtype=np.float64).reshape(-1)
+    if values.size not in (1, 3) or not np.all(np.isfinite(values)):
+        raise ValueError(
+            f"the preset's image converter has {what} = {value!r}: expected one number or one "
+            "per RGB channel"
+        )
+    return float(values[0]) if np.ndim(value) == 0 else [float(v) for v in values]
+
+
+def keras_hub_backbone_class(config: dict[str, Any]) -> type:
+    """The KerasHub backbone class named by a preset's ``config.json``, checked to be an image one.
+
+    Raises ``ValueError`` saying what is wrong: not a KerasHub Keras-format preset, a class this
+    keras-hub does not know, not a backbone, or a backbone without an image converter (a text or
+    audio model).
+    """
+    import keras_hub  # registers its classes with Keras' serialisation
+
+    name = config.get("registered_name") if isinstance(config, dict) else None
+    if not isinstance(name, str) or ">" not in name:
+        raise ValueError(
+            "its config.json is not a KerasHub preset's (no 'registered_name' of a KerasHub "
+            "backbone, e.g. 'keras_hub>MobileNetBackbone')"
+        )
+    cls = keras.saving.get_registered_object(name)
+    if cls is None:
+        raise ValueError(
+            f"its config.json names {name}, which keras-hub {keras_hub.__version__} does not know "
+            "(a preset saved by a newer keras-hub, or not a KerasHub class)"
+        )
+    if not (isinstance(cls, type) and issubclass(cls, keras_hub.models.Backbone)):
+        raise ValueError(f"its config.json names {name}, which is not a KerasHub backbone")
+    converters = [
+        c
+        for c in set(keras.saving.get_custom_objects().values())
+        if isinstance(c, type)
+        and issubclass(c, keras_hub.layers.ImageConverter)
+        and getattr(c, "backbone_cls", None) is cls
+    ]
+    if not converters:
+        raise ValueError(
+            f"it is a preset of {cls.__name__}, which is not an image model (KerasHub has no "
+            "image converter for it)"
+        )
+    return cls
+
+
+def _input_shape_keys(cls: type) -> list[str]:
+    """The constructor argument that sets a KerasHub backbone's input shape, if it has one.
+
+    Most image backbones take ``image_shape``; EfficientNet's takes ``input_shape``.
+    """
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    return [key for key in ("image_shape", "input_shape") if key in params][:1]
+
+
+def keras_hub_base_from_preset(preset_dir: str | Path) -> tuple[keras.Model, KerasHubBase]:
+    """Build the size-agnostic backbone of the KerasHub image preset in ``preset_dir``.
+
+    ``preset_dir`` holds the preset's ``config.json``, ``image_converter.json`` and
+    ``model.weights.h5``. Returns the backbone, named ``"base"``, with the preset's weights
+    (input ``(batch, h, w, 3)`` as the converter leaves it, output a ``(batch, h', w', c)``
+    feature map), and its :class:`KerasHubBase`. Raises ``ValueError`` for a preset that is not
+    of an image model or whose backbone does not end in a feature map.
+    """
+    import keras_hub
+
+    preset_dir = Path(preset_dir)
+    cls = keras_hub_backbone_class(
+        json.loads((preset_dir / "config.json").read_text(encoding="utf-8"))
+    )
+    converter = keras_hub.layers.ImageConverter.from_preset(str(preset_dir))
+    scale = _rgb_values(converter.scale, "scale")
+    offset = _rgb_values(converter.offset, "offset")
+    shape = {key: (None, None, 3) for key in _input_shape_keys(cls)}
+    backbone = keras_hub.models.Backbone.from_preset(str(preset_dir), **shape)
+    if len(backbone.output.shape) != 4:
+        raise ValueError(
+            f"its {type(backbone).__name__} returns {tuple(backbone.output.shape)}, not a "
+            "(batch, height, width, channels) feature map that GlobalAveragePooling2D can pool"
+        )
+    backbone.name = BASE_NAME
+    config = keras.saving.serialize_keras_object(backbone)
+    config["config"] = {k: v for k, v in config["config"].items() if k != "dtype"}
+    return backbone, KerasHubBase(config, scale, offset)
+
+
+def save_base(base: keras.Model, path: str | Path, preprocessing: dict | None = None) -> None:
+    """Write the base's weights to ``path`` (a ``.weights.h5`` file), loadable at any size.
+
+    ``preprocessing``, for a KerasHub base only: the preset's ``{"scale": ..., "offset": ...}``.
+    The file then also holds the backbone's config and that preprocessing (dataset
+    :data:`KERAS_HUB_SPEC`), which :func:`build_base` and :func:`preprocessing` read back.
+    """
+    base.save_weights(path)
+    if preprocessing is None:
+        return
+    import h5py
+
+    config = keras.saving.serialize_keras_object(base)
+    config["config"] = {k: v for k, v in config["config"].items() if k != "dtype"}
+    spec = {"config": config, "scale": preprocessing["scale"], "offset": preprocessing["offset"]}
+    data = np.frombuffer(json.dumps(spec).encode("utf-8"), dtype=np.uint8)
+    with h5py.File(path, "a") as f:
+        f.create_dataset(KERAS_HUB_SPEC, data=data)
+
+
+def read_keras_hub_base(weights: str | Path) -> KerasHubBase:
+    """The :class:`KerasHubBase` that :func:`save_base` wrote into the weights file ``weights``."""
+    import h5py
+
+    try:
+        with h5py.File(weights, "r") as f:
+            raw = bytes(f[KERAS_HUB_SPEC][()]) if KERAS_HUB_SPEC in f else None
+    except OSError as exc:
+        raise ValueError(f"{weights} is not a readable weights file ({exc})") from None
+    if raw is None:
+        raise ValueError(
+            f"{weights} holds no KerasHub backbone config: it was not written for "
+            f"model.architecture '{KERAS_HUB}'; run the download_weights stage again "
+            "(dvc repro -f download_weights)"
+        )
+    spec = json.loads(raw.decode("utf-8"))
+    return KerasHubBase(spec["config"], spec["scale"], spec["offset"])
+
+
+def _keras_hub_base(spec: KerasHubBase, image_size: int | None, weights: Path) -> keras.Model:
+    config = dict(spec.config)
+    shape_keys = [k for k in ("image_shape", "input_shape") if k in config["config"]][:1]
+    config["config"] = {
+        **config["config"],
+        "name": BASE_NAME,
+        **{key: (image_size, image_size, 3) for key in shape_keys},
+    }
+    base = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    base.load_weights(weights)
+    return base
+
+
 def build_base(
     architecture: str,
     alpha: float,
     image_size: int | None,
     weights: str | Path | None = None,
 ) -> keras.Model:
-    """Build the headless keras.applications base, named ``"base"``.
+    """Build the headless base, named ``"base"``.
 
     ``image_size=None`` builds a size-agnostic base (its weights load at any input size).
     ``weights`` is ``None`` (random), ``"imagenet"`` (downloaded by Keras) or a weights file.
+    For ``architecture="keras_hub"`` it must be the weights file :func:`save_base` wrote, which
+    also says what to build (``alpha`` is not used).
     """
+    if architecture == KERAS_HUB:
+        if weights is None or weights == "imagenet":
+            raise ValueError(
+                "a KerasHub base is rebuilt from the weights file that the download_weights "
+                "stage writes (models/base.weights.h5): pass it as weights"
+            )
+        path = Path(weights)
+        return _keras_hub_base(read_keras_hub_base(path), image_size, path)
     arch = ARCHITECTURES[architecture]
     kwargs = dict(arch.kwargs)
     if arch.uses_alpha:
@@ -91,7 +280,7 @@ def calibrate_batchnorm(base: keras.Model, images: object) -> None:
     the network; calibrated, they have realistic magnitudes, which benchmarks (no denormal
     arithmetic) and tests (a head that can learn) need.
     """
-    norms = [layer for layer in base.layers if isinstance(layer, layers.BatchNormalization)]
+    norms = [norm for layer in base.layers for norm in _batchnorms(layer)]
     momenta = [layer.momentum for layer in norms]
     for layer in norms:
         layer.momentum = 0.0  # the moving statistics become this batch's
@@ -103,8 +292,26 @@ def calibrate_batchnorm(base: keras.Model, images: object) -> None:
             layer.momentum = momentum
 
 
-def preprocessing(architecture: str) -> keras.Layer:
-    """The serialisable layer that maps ``[0, 255]`` pixels to what the base expects."""
+def preprocessing(architecture: str, weights: str | Path | None = None) -> keras.Layer:
+    """The serialisable layer that maps ``[0, 255]`` pixels to what the base expects.
+
+    For ``architecture="keras_hub"``, a ``Rescaling`` with the scale and offset of the preset's
+    image converter, read from ``weights`` (the base's weights file, see :func:`save_base`).
+    """
+    if architecture == KERAS_HUB:
+        if weights is None:
+            raise ValueError(
+                "a KerasHub base's preprocessing comes from its preset: pass the base's weights "
+                "file (models/base.weights.h5)"
+            )
+        spec = read_keras_hub_base(weights)
+        if spec.scale is None and spec.offset is None:
+            return layers.Identity(name="preprocessing")
+        return layers.Rescaling(
+            scale=1.0 if spec.scale is None else spec.scale,
+            offset=0.0 if spec.offset is None else spec.offset,
+            name="preprocessing",
+        )
     arch = ARCHITECTURES[architecture]
     if arch.rescale is None:
         return layers.Identity(name="preprocessing")
@@ -121,16 +328,19 @@ def build_classifier(
     seed: int,
     dense_units: int = 128,
     dropout: float = 0.5,
+    preprocess: keras.Layer | None = None,
 ) -> keras.Model:
     """Freeze ``base`` and put preprocessing and a new head around it.
 
+    ``preprocess``: the preprocessing layer; by default :func:`preprocessing` of
+    ``architecture`` (a KerasHub base needs it passed: its preprocessing comes from its preset).
     ``dense_units=0`` makes the head linear (dropout, then the softmax layer) instead of
     dropout, a hidden ``relu`` layer of ``dense_units``, dropout and the softmax layer.
     ``seed`` seeds the dropout masks.
     """
     base.trainable = False
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
-    x = preprocessing(architecture)(inputs)
+    x = (preprocess if preprocess is not None else preprocessing(architecture))(inputs)
     x = base(x, training=False)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(dropout, seed=seed + 10, name="dropout_1")(x)
@@ -155,6 +365,7 @@ def classifier_from_params(
         seed=params.seed,
         dense_units=m.dense_units,
         dropout=m.dropout,
+        preprocess=preprocessing(m.architecture, weights) if m.architecture == KERAS_HUB else None,
     )
 
 
@@ -163,12 +374,26 @@ def get_base(model: keras.Model) -> keras.Model:
     return model.get_layer(BASE_NAME)
 
 
+def _batchnorms(layer: keras.Layer) -> list[keras.Layer]:
+    """``layer`` if it is a BatchNormalization layer, else the BatchNormalization layers in it.
+
+    keras.applications bases are flat; a KerasHub block (one layer of its backbone) holds several.
+    """
+    return [
+        sub
+        for sub in layer._flatten_layers(include_self=True, recursive=True)
+        if isinstance(sub, layers.BatchNormalization)
+    ]
+
+
 def unfreeze_last(model: keras.Model, n_layers: int) -> int:
     """Make the last ``n_layers`` layers of the base trainable, BatchNorm layers excepted.
 
-    The rest of the base stays frozen, and BatchNorm layers stay frozen (and, since the base is
-    called with ``training=False``, in inference mode). Returns the number of layers that hold
-    trainable weights afterwards. Recompile the model after calling this.
+    Layers are the base's own (``base.layers``): a keras.applications base's are single Keras
+    layers, a KerasHub backbone's are mostly blocks, each unfrozen whole. The rest of the base
+    stays frozen, and every BatchNorm layer, also inside a block, stays frozen (and, since the
+    base is called with ``training=False``, in inference mode). Returns the number of layers that
+    hold trainable weights afterwards. Recompile the model after calling this.
     """
     base = get_base(model)
     if not 1 <= n_layers <= len(base.layers):
@@ -176,7 +401,9 @@ def unfreeze_last(model: keras.Model, n_layers: int) -> int:
     base.trainable = True
     cut = len(base.layers) - n_layers
     for i, layer in enumerate(base.layers):
-        layer.trainable = i >= cut and not isinstance(layer, layers.BatchNormalization)
+        layer.trainable = i >= cut
+        for norm in _batchnorms(layer):
+            norm.trainable = False
     return sum(1 for layer in base.layers if layer.trainable and layer.trainable_weights)
 
 
@@ -190,7 +417,11 @@ def compile_model(model: keras.Model, learning_rate: float) -> None:
 
 
 def load_model(path: str | Path) -> keras.Model:
-    """Load a saved classifier in Keras safe mode."""
+    """Load a saved classifier in Keras safe mode.
+
+    A KerasHub base needs no registration: Keras imports the ``keras_hub`` modules the saved
+    config names (it allows that package, like ``keras`` itself, in safe mode).
+    """
     return keras.saving.load_model(path, safe_mode=True)
 
 

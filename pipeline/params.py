@@ -31,16 +31,49 @@ BASE_LAYER_COUNTS: dict[str, int] = {
     "mobilenet_v3_large": 186,
     "efficientnet_b0": 237,
 }
-# Width multipliers that keras.applications accepts (and has ImageNet weights for).
+# ``model.architecture: keras_hub``: the base is the backbone of a KerasHub preset on Kaggle
+# (``model.kaggle_handle``); the preset fixes the architecture, its width and its preprocessing.
+KERAS_HUB = "keras_hub"
+# Width multipliers that keras.applications accepts (and has ImageNet weights for). A KerasHub
+# preset fixes its own width: ``model.alpha`` stays 1.0.
 ALPHAS: dict[str, tuple[float, ...]] = {
     "mobilenet_v2": (0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
     "mobilenet_v3_small": (0.75, 1.0),
     "mobilenet_v3_large": (0.75, 1.0),
     "efficientnet_b0": (1.0,),
+    KERAS_HUB: (1.0,),
 }
 Architecture = Literal[
-    "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0"
+    "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "keras_hub"
 ]
+# Layers of the official KerasHub image presets (Kaggle owner ``keras``), by preset name, counted
+# like ``len(backbone.layers)``: a KerasHub block (an inverted residual block, say) is one layer.
+# Other presets are counted when the finetune stage runs. A unit test checks the table against
+# keras-hub's own configuration of these presets.
+KERAS_HUB_LAYER_COUNTS: dict[str, int] = {
+    "mobilenet_v3_small_050_imagenet": 17,
+    "mobilenet_v3_small_100_imagenet": 17,
+    "mobilenet_v3_large_100_imagenet": 21,
+    "mobilenet_v3_large_100_imagenet_21k": 21,
+}
+KERAS_HUB_EXAMPLE = "keras/mobilenetv3/keras/mobilenet_v3_large_100_imagenet/1"
+_SLUG = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
+# A KerasHub preset on Kaggle: owner/model/keras/preset/version (a Kaggle model, Keras framework)
+_KERAS_HUB_HANDLE = re.compile(
+    rf"(?P<owner>{_SLUG})/(?P<model>{_SLUG})/(?i:keras)/(?P<preset>{_SLUG})"
+    r"(?:/(?P<version>[1-9][0-9]*))?"
+)
+
+
+def keras_hub_preset(handle: str) -> tuple[str, str, int | None] | None:
+    """``(owner, preset, version)`` of a KerasHub preset handle, or ``None`` for another form.
+
+    ``version`` is ``None`` for an unpinned handle (``owner/model/keras/preset``).
+    """
+    m = _KERAS_HUB_HANDLE.fullmatch(handle.strip().strip("/"))
+    if m is None or "/versions/" in handle:
+        return None
+    return m["owner"], m["preset"], int(m["version"]) if m["version"] else None
 
 
 class ParamsError(ValueError):
@@ -149,9 +182,12 @@ class ModelParams(_Section):
     def _consistent(self) -> ModelParams:
         allowed = ALPHAS[self.architecture]
         if not any(math.isclose(self.alpha, a) for a in allowed):
+            fixed = ""
+            if self.architecture == KERAS_HUB:
+                fixed = " (a KerasHub preset fixes its own width)"
             raise ValueError(
                 f"model.alpha = {self.alpha} is not available for {self.architecture}; "
-                f"choose one of {list(allowed)}"
+                f"choose one of {list(allowed)}{fixed}"
             )
         if self.weights == "file" and not self.weights_path.strip():
             raise ValueError(
@@ -159,10 +195,58 @@ class ModelParams(_Section):
                 "weights file, e.g. "
                 "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
             )
+        if self.architecture == KERAS_HUB:
+            return self._keras_hub_consistent()
         if self.weights == "kaggle" and not self.kaggle_handle.strip():
             raise ValueError(
                 "model.weights is 'kaggle' but model.kaggle_handle is empty: set it to a pinned "
                 "Kaggle handle (see docs/kaggle.md)"
+            )
+        preset = keras_hub_preset(self.kaggle_handle) if self.weights == "kaggle" else None
+        if preset is not None and preset[0] == "keras":
+            raise ValueError(
+                f"model.kaggle_handle = {self.kaggle_handle!r} is a KerasHub preset (Kaggle owner "
+                f"'keras'), not a keras.applications weights file of {self.architecture}: set "
+                f"model.architecture to '{KERAS_HUB}' and model.alpha to 1.0 to use it"
+            )
+        return self
+
+    def _keras_hub_consistent(self) -> ModelParams:
+        example = f"e.g. {KERAS_HUB_EXAMPLE}"
+        if self.weights != "kaggle":
+            raise ValueError(
+                f"model.architecture is '{KERAS_HUB}' (the base is a KerasHub preset's backbone) "
+                f"but model.weights is {self.weights!r}: set model.weights to 'kaggle' and "
+                f"model.kaggle_handle to the preset's pinned Kaggle handle, {example}"
+            )
+        handle = self.kaggle_handle.strip()
+        if not handle:
+            raise ValueError(
+                f"model.architecture is '{KERAS_HUB}' but model.kaggle_handle is empty: set it to "
+                f"the pinned Kaggle handle of a KerasHub image preset, {example}"
+            )
+        preset = keras_hub_preset(handle)
+        if preset is None:
+            raise ValueError(
+                f"model.kaggle_handle = {self.kaggle_handle!r} is not a KerasHub preset handle: "
+                f"expected owner/model/keras/preset/N (a Kaggle model of the Keras framework, "
+                f"pinned to version N), {example}; the official presets are listed in keras-hub's "
+                "keras_hub/src/models/*/*_presets.py and on https://www.kaggle.com/organizations/"
+                "keras/models"
+            )
+        if preset[2] is None:
+            raise ValueError(
+                f"model.kaggle_handle = {self.kaggle_handle!r} is not pinned to a version: "
+                "kagglehub would then ask Kaggle for the latest version on every run, so the same "
+                "params could silently give other weights (it breaks reproducibility). Pin it as "
+                f"'{handle.strip('/')}/N' with N the version to use (see "
+                f"https://www.kaggle.com/models/{handle.strip('/')})"
+            )
+        if self.kaggle_file.strip():
+            raise ValueError(
+                f"model.kaggle_file = {self.kaggle_file!r} must be empty with model.architecture "
+                f"'{KERAS_HUB}': a KerasHub preset's files (config.json, image_converter.json, "
+                "model.weights.h5) are found by name"
             )
         return self
 
@@ -400,13 +484,31 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _unfreeze_fits(self) -> Params:
-        n = BASE_LAYER_COUNTS[self.model.architecture]
-        if self.finetune.unfreeze_layers > n:
+        n = base_layer_count(self.model)
+        if n is not None and self.finetune.unfreeze_layers > n:
+            what, note = self.model.architecture, ""
+            preset = keras_hub_preset(self.model.kaggle_handle)
+            if what == KERAS_HUB and preset is not None:
+                what, note = f"KerasHub preset {preset[1]}", " (a KerasHub block counts as one)"
             raise ValueError(
-                f"finetune.unfreeze_layers = {self.finetune.unfreeze_layers} but "
-                f"{self.model.architecture} has only {n} layers: choose 1..{n}"
+                f"finetune.unfreeze_layers = {self.finetune.unfreeze_layers} but {what} has only "
+                f"{n} layers{note}: choose 1..{n}"
             )
         return self
+
+
+def base_layer_count(model: ModelParams) -> int | None:
+    """Layers of the configured base as ``finetune.unfreeze_layers`` counts them.
+
+    ``None`` for a KerasHub preset outside :data:`KERAS_HUB_LAYER_COUNTS`: only its downloaded
+    backbone can tell (the finetune stage checks it then).
+    """
+    if model.architecture != KERAS_HUB:
+        return BASE_LAYER_COUNTS[model.architecture]
+    preset = keras_hub_preset(model.kaggle_handle)
+    if preset is None or preset[0] != "keras":
+        return None
+    return KERAS_HUB_LAYER_COUNTS.get(preset[1])
 
 
 def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:

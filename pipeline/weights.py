@@ -9,7 +9,10 @@ its weights loaded, and a JSON-serialisable provenance record (never credentials
 * ``file`` – a Keras weights file (``model.weights_path``), e.g. keras.applications'
   ``mobilenet_v2_weights_tf_dim_ordering_tf_kernels_<alpha>_224_no_top.h5``;
 * ``imagenet`` – keras.applications' own download (needs network access);
-* ``kaggle`` – a pinned Kaggle handle through kagglehub (:mod:`pipeline.sources.kaggle`).
+* ``kaggle`` – a pinned Kaggle handle through kagglehub (:mod:`pipeline.sources.kaggle`): a
+  keras.applications weights file, or, with ``model.architecture: keras_hub``, a KerasHub
+  preset whose backbone is the base (its provenance then also holds the preset's
+  ``preprocessing``: the image converter's ``scale`` and ``offset``).
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline.models import build_base, preprocessing
-from pipeline.params import Params
+from pipeline.models import build_base, keras_hub_base_from_preset, preprocessing
+from pipeline.params import KERAS_HUB, Params
 from pipeline.synthetic import ANIMALS, animal_batch
 from pipeline.utils import PipelineError, log
 
@@ -126,10 +129,37 @@ def _imagenet(params: Params) -> tuple[keras.Model, Provenance]:
 
 
 def _kaggle(params: Params) -> tuple[keras.Model, Provenance]:
+    if params.model.architecture == KERAS_HUB:
+        return _keras_hub(params)
     from pipeline.sources.kaggle import download_weights_file
 
     path, info = download_weights_file(params)
     return base_from_file(params, path), info
+
+
+def _keras_hub(params: Params) -> tuple[keras.Model, Provenance]:
+    from pipeline.sources.kaggle import download_keras_hub_preset
+
+    folder, info = download_keras_hub_preset(params)
+    try:
+        base, spec = keras_hub_base_from_preset(folder)
+    except Exception as exc:  # a preset whose files keras-hub cannot build an image backbone from
+        raise PipelineError(
+            f"could not build the backbone of KerasHub preset {info['handle']}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}. Set model.kaggle_handle to "
+            "a KerasHub image preset, e.g. "
+            "keras/mobilenetv3/keras/mobilenet_v3_large_100_imagenet/1"
+        ) from None
+    log.info(
+        "KerasHub preset %s: %s, %d layers, %d parameters",
+        info["preset"],
+        type(base).__name__,
+        len(base.layers),
+        base.count_params(),
+    )
+    info["layers"] = len(base.layers)
+    info["preprocessing"] = {"scale": spec.scale, "offset": spec.offset}
+    return base, info
 
 
 WEIGHT_SOURCES: dict[str, Callable[[Params], tuple[keras.Model, Provenance]]] = {

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import io
-from collections.abc import Iterator, Mapping
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +73,122 @@ def tom_and_jerry_files() -> dict[str, bytes]:
     files["ground_truth.csv"] = ("\n".join(rows) + "\n").encode()
     files["challenges.csv"] = b"filename,detail\n"
     return files
+
+
+# A KerasHub preset served under the Kaggle owner "keras", as the official presets are: a tiny
+# MobileNetV3 with random weights (9 layers, ~3k parameters), built with keras-hub itself.
+KERAS_HUB_REF = "keras/mobilenetv3/keras/tiny_mobilenet_v3_test"
+KERAS_HUB_HANDLE = f"{KERAS_HUB_REF}/1"
+KERAS_HUB_LAYERS = 9
+# ImageNet mean and standard deviation as the image converter's per-channel scale and offset,
+# as in keras-hub's MobileNetV3 presets (converted from timm).
+_MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+KERAS_HUB_SCALE = [1 / 255 / s for s in _STD]
+KERAS_HUB_OFFSET = [-m / s for m, s in zip(_MEAN, _STD, strict=True)]
+# A text model's preset (no image converter), for the error it must give.
+TEXT_PRESET_REF = "keras/bert/keras/tiny_bert_test"
+
+
+def _preset_files(save: Callable[[Path], None]) -> dict[str, bytes]:
+    with tempfile.TemporaryDirectory() as tmp:
+        save(Path(tmp))
+        return {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir()) if p.is_file()}
+
+
+@functools.cache
+def tiny_keras_hub_preset() -> dict[str, bytes]:
+    """The files of a tiny KerasHub MobileNetV3 image preset (random weights).
+
+    ``config.json``, ``image_converter.json``, ``metadata.json`` and ``model.weights.h5``, as
+    ``keras_hub``'s ``save_to_preset`` writes them.
+    """
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(3)
+    backbone = keras_hub.models.MobileNetBackbone(
+        stackwise_expansion=[[16], [24]],
+        stackwise_num_blocks=[1, 1],
+        stackwise_num_filters=[[8], [16]],
+        stackwise_kernel_size=[[3], [3]],
+        stackwise_num_strides=[[2], [2]],
+        stackwise_se_ratio=[[None], [0.25]],
+        stackwise_activation=[["relu"], ["hard_swish"]],
+        stackwise_padding=[[1], [1]],
+        output_num_filters=32,
+        depthwise_filters=8,
+        depthwise_stride=2,
+        depthwise_residual=False,
+        last_layer_filter=32,
+        squeeze_and_excite=0.5,
+        image_shape=(224, 224, 3),
+        input_num_filters=8,
+    )
+    converter = keras_hub.layers.MobileNetImageConverter(
+        image_size=(224, 224), scale=KERAS_HUB_SCALE, offset=KERAS_HUB_OFFSET
+    )
+
+    def save(folder: Path) -> None:
+        backbone.save_to_preset(str(folder))
+        converter.save_to_preset(str(folder))
+
+    return _preset_files(save)
+
+
+@functools.cache
+def tiny_efficientnet_preset() -> dict[str, bytes]:
+    """The files of a tiny KerasHub EfficientNet image preset (random weights, 33 layers).
+
+    EfficientNet's backbone takes ``input_shape`` where MobileNet's takes ``image_shape``.
+    """
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(4)
+    backbone = keras_hub.models.EfficientNetBackbone(
+        stackwise_width_coefficients=[1.0, 1.0],
+        stackwise_depth_coefficients=[1.0, 1.0],
+        stackwise_kernel_sizes=[3, 3],
+        stackwise_num_repeats=[1, 1],
+        stackwise_input_filters=[8, 8],
+        stackwise_output_filters=[8, 16],
+        stackwise_expansion_ratios=[1, 2],
+        stackwise_squeeze_and_excite_ratios=[0.25, 0.25],
+        stackwise_strides=[2, 2],
+        stackwise_block_types=["v1", "v1"],
+        stackwise_force_input_filters=[0, 0],
+        stackwise_nores_option=[False, False],
+        min_depth=None,
+        use_depth_divisor_as_min_depth=True,
+        cap_round_filter_decrease=True,
+        dropout=0,
+        input_shape=(224, 224, 3),  # num_features stays 1280: keras-hub does not save it
+    )
+    converter = keras_hub.layers.EfficientNetImageConverter(
+        image_size=(224, 224), scale=KERAS_HUB_SCALE, offset=KERAS_HUB_OFFSET
+    )
+
+    def save(folder: Path) -> None:
+        backbone.save_to_preset(str(folder))
+        converter.save_to_preset(str(folder))
+
+    return _preset_files(save)
+
+
+@functools.cache
+def tiny_text_preset() -> dict[str, bytes]:
+    """The files of a tiny KerasHub BERT preset: a text model, no image converter."""
+    import keras_hub
+
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=16,
+        num_layers=1,
+        num_heads=1,
+        hidden_dim=4,
+        intermediate_dim=8,
+        max_sequence_length=8,
+    )
+    return _preset_files(lambda folder: backbone.save_to_preset(str(folder)))
 
 
 def client_env(server: KaggleTestServer, root: Path) -> dict[str, str]:

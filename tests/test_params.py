@@ -6,6 +6,7 @@ from pipeline.params import (
     BASE_LAYER_COUNTS,
     Params,
     ParamsError,
+    base_layer_count,
     load_params,
     main,
     parse_params,
@@ -93,6 +94,50 @@ def test_unfreeze_limit_follows_architecture():
     ok["finetune"]["unfreeze_layers"] = n + 1
     with pytest.raises(ParamsError, match="efficientnet_b0 has only"):
         parse_params(ok)
+
+
+HUB = "keras/mobilenetv3/keras/mobilenet_v3_large_100_imagenet"
+
+
+def _hub(**model) -> dict:
+    return {"model": {"architecture": "keras_hub", "alpha": 1.0, "weights": "kaggle", **model}}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"model": {"architecture": "keras_hub"}}, "preset fixes its own width"),
+        ({"model": {"architecture": "keras_hub", "alpha": 1.0}}, "set model.weights to 'kaggle'"),
+        (_hub(), "model.kaggle_handle is empty"),
+        (_hub(kaggle_handle=HUB), "is not pinned to a version"),
+        (_hub(kaggle_handle="owner/slug/versions/1"), "is not a KerasHub preset handle"),
+        (_hub(kaggle_handle="owner/model/tensorflow2/x/1"), "is not a KerasHub preset handle"),
+        (_hub(kaggle_handle=f"{HUB}/1", kaggle_file="a.h5"), "model.kaggle_file = 'a.h5' must"),
+        ({**_hub(kaggle_handle=f"{HUB}/1"), "finetune": {"unfreeze_layers": 22}}, "only 21"),
+        (
+            {"model": {"weights": "kaggle", "kaggle_handle": f"{HUB}/1"}},
+            "set model.architecture to 'keras_hub'",
+        ),
+    ],
+)
+def test_keras_hub_presets_are_validated(raw, expected):
+    with pytest.raises(ParamsError) as info:
+        parse_params(raw)
+    assert expected in str(info.value)
+
+
+def test_keras_hub_unfreeze_limit_is_known_for_official_presets_only():
+    ok = {**_hub(kaggle_handle=f"{HUB}/1"), "finetune": {"unfreeze_layers": 21}}
+    assert base_layer_count(parse_params(ok).model) == 21
+    # Another owner's preset: only its downloaded backbone can tell (the finetune stage checks).
+    other = {
+        **_hub(kaggle_handle="someone/net/Keras/net_v1/3"),
+        "finetune": {"unfreeze_layers": 80},
+    }
+    assert base_layer_count(parse_params(other).model) is None
+    # A keras.applications weights file published as a Kaggle model of the Keras framework.
+    plain = {"model": {"weights": "kaggle", "kaggle_handle": "someone/mobilenet-v2/keras/035/1"}}
+    assert parse_params(plain).model.architecture == "mobilenet_v2"
 
 
 def test_yaml_1_2_floats_written_by_dvc_are_numbers(tmp_path):

@@ -12,6 +12,8 @@ for the latest version on every run, so the same params could give different dat
   found inside it (e.g. ``tom_and_jerry/tom_and_jerry/<class>/``) to the stage output.
 * :func:`download_weights_file` downloads ``model.kaggle_handle`` (a dataset or a model) and
   returns the keras.applications weights file in it (``model.kaggle_file``, or found by name).
+* :func:`download_keras_hub_preset` downloads the KerasHub preset ``model.kaggle_handle`` (a
+  Kaggle model, ``model.architecture: keras_hub``) file by file and returns its folder.
 
 Credentials are kagglehub's: ``KAGGLE_API_TOKEN``, then ``KAGGLE_USERNAME`` + ``KAGGLE_KEY``, then
 ``~/.kaggle/kaggle.json``. They are never logged, written or put in provenance records.
@@ -41,6 +43,8 @@ CREDENTIALS_HELP = (
     '{"username": "...", "key": "..."} (folder overridable with KAGGLE_CONFIG_DIR)'
 )
 WEIGHT_SUFFIXES = (".h5", ".hdf5")
+# The files of a KerasHub preset that the pipeline uses, in the order they are downloaded.
+KERAS_HUB_FILES = ("config.json", "image_converter.json", "model.weights.h5")
 HTTP_UNAUTHORIZED, HTTP_FORBIDDEN, HTTP_NOT_FOUND, HTTP_SERVER_ERROR = 401, 403, 404, 500
 
 _SLUG = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
@@ -131,8 +135,14 @@ def _cache_root() -> str:
     return get_cache_folder()
 
 
-def _explain(exc: Exception, h: KaggleHandle, key: str, path: str | None) -> tuple[str, bool]:
-    """A message for a failed download, and whether a partial download must be discarded."""
+def _explain(
+    exc: Exception, h: KaggleHandle, key: str, path: str | None, note: str | None = None
+) -> tuple[str, bool]:
+    """A message for a failed download, and whether a partial download must be discarded.
+
+    ``note``: a sentence added when Kaggle answers 404 (no such handle, version or file); then
+    ``model.kaggle_file`` is not named as a thing to check.
+    """
     import requests
     from kagglehub.exceptions import DataCorruptionError, UnauthenticatedError
 
@@ -153,13 +163,13 @@ def _explain(exc: Exception, h: KaggleHandle, key: str, path: str | None) -> tup
             False,
         )
     if status == HTTP_NOT_FOUND:
-        fix = f"check {key}" + (" and model.kaggle_file" if path else "")
+        fix = f"check {key}" + (" and model.kaggle_file" if path and not note else "")
         private = f"A private {h.kind} also answers 404 to accounts that may not see it"
         if credentials_source() is None:
             private += f", and no Kaggle credentials were found: {CREDENTIALS_HELP}"
         return (
             f"Kaggle has no {what} (HTTP 404): {fix} (owner, name and version {h.version}; the "
-            f"versions are listed on {h.page}). {private}",
+            f"versions are listed on {h.page}). {note + ' ' if note else ''}{private}",
             False,
         )
     if status is not None and status >= HTTP_SERVER_ERROR:
@@ -229,8 +239,14 @@ def _discard_partial(h: KaggleHandle, path: str | None) -> None:
         log.warning("could not clean the partial download of %s: %s", h.handle, exc)
 
 
-def kaggle_download(h: KaggleHandle, key: str, path: str | None = None) -> Path:
-    """Download (or read from kagglehub's cache) a pinned handle; return the local path."""
+def kaggle_download(
+    h: KaggleHandle, key: str, path: str | None = None, note: str | None = None
+) -> Path:
+    """Download (or read from kagglehub's cache) a pinned handle; return the local path.
+
+    ``path``: one file of the handle (then only that file is downloaded); ``note``: a sentence
+    that the error message adds when Kaggle has no such handle, version or file (HTTP 404).
+    """
     import kagglehub
 
     fn: Callable[..., str] = (
@@ -242,7 +258,7 @@ def kaggle_download(h: KaggleHandle, key: str, path: str | None = None) -> Path:
     except KeyboardInterrupt:
         raise
     except Exception as exc:
-        message, discard = _explain(exc, h, key, path)
+        message, discard = _explain(exc, h, key, path, note)
         if discard:
             _discard_partial(h, path)
         raise PipelineError(message) from None
@@ -307,6 +323,12 @@ def _pick_weights_file(root: Path, params: Params, h: KaggleHandle) -> Path:
         for p in root.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
+    if {"config.json", "model.weights.h5"} <= set(files):
+        raise PipelineError(
+            f"Kaggle {h.kind} {h.handle} is a KerasHub preset (config.json, model.weights.h5), "
+            f"not a keras.applications weights file of {m.architecture}: set "
+            "model.architecture to 'keras_hub' and model.alpha to 1.0 to use it"
+        )
     candidates = [f for f in files if f.lower().endswith(WEIGHT_SUFFIXES)]
     if len(candidates) == 1:
         return root / candidates[0]
@@ -385,4 +407,81 @@ def download_weights_file(params: Params) -> tuple[Path, dict[str, Any]]:
         "file": name,
         "sha256": _sha256(path),
         "kagglehub": kagglehub.__version__,
+    }
+
+
+def _preset_json(path: Path, h: KaggleHandle) -> dict[str, Any]:
+    import json
+
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PipelineError(
+            f"{path.name} of Kaggle model {h.handle} is not valid JSON ({_first_line(exc)}): it "
+            "is not a KerasHub preset; check model.kaggle_handle"
+        ) from None
+    if not isinstance(value, dict):
+        raise PipelineError(
+            f"{path.name} of Kaggle model {h.handle} is not a JSON object: it is not a KerasHub "
+            "preset; check model.kaggle_handle"
+        )
+    return value
+
+
+def download_keras_hub_preset(params: Params) -> tuple[Path, dict[str, Any]]:
+    """Download the KerasHub image preset ``model.kaggle_handle``; return its folder and provenance.
+
+    ``model.kaggle_handle`` is a pinned Kaggle model (``owner/model/keras/preset/N``). Only the
+    files the pipeline uses are downloaded, one by one, each checked before the next
+    (:data:`KERAS_HUB_FILES`): ``config.json`` must name a KerasHub image backbone, so a wrong
+    or non-image preset fails before its weights are downloaded. They land in one folder of
+    kagglehub's cache, which :func:`pipeline.models.keras_hub_base_from_preset` builds from.
+    """
+    key = "model.kaggle_handle"
+    h = parse_handle(params.model.kaggle_handle, key, kinds=("model",))
+    preset = h.ref.rsplit("/", 1)[-1]
+    note = (
+        f"A KerasHub preset holds {', '.join(KERAS_HUB_FILES)}; the official ones are listed in "
+        "keras-hub's keras_hub/src/models/*/*_presets.py and on "
+        "https://www.kaggle.com/organizations/keras/models."
+    )
+    config_path = kaggle_download(h, key, "config.json", note)
+    config = _preset_json(config_path, h)
+    from pipeline.models import keras_hub_backbone_class
+
+    try:
+        cls = keras_hub_backbone_class(config)
+    except ValueError as exc:
+        raise PipelineError(
+            f"Kaggle model {h.handle} cannot be the base: {exc}. Set model.kaggle_handle to a "
+            f"KerasHub image preset, e.g. keras/mobilenetv3/keras/mobilenet_v3_large_100_imagenet/1"
+        ) from None
+    converter = kaggle_download(
+        h,
+        key,
+        "image_converter.json",
+        f"This preset of {cls.__name__} has no image converter, so no preprocessing for images: "
+        "use a preset of an image classifier.",
+    )
+    weights = kaggle_download(h, key, "model.weights.h5", note)
+    folder = config_path.parent
+    if {converter.parent, weights.parent} != {folder}:
+        raise PipelineError(
+            f"kagglehub put the files of Kaggle model {h.handle} in different folders "
+            f"({config_path}, {converter}, {weights}); clear its cache folder and run again"
+        )
+    import kagglehub
+    import keras_hub
+
+    return folder, {
+        "source": "kaggle",
+        "kind": "model",
+        "handle": h.handle,
+        "version": h.version,
+        "preset": preset,
+        "backbone": config.get("registered_name"),
+        "file": "model.weights.h5",
+        "sha256": _sha256(weights),
+        "kagglehub": kagglehub.__version__,
+        "keras_hub": keras_hub.__version__,
     }
