@@ -124,15 +124,7 @@ def tiny_keras_hub_preset() -> dict[str, bytes]:
         image_shape=(224, 224, 3),
         input_num_filters=8,
     )
-    converter = keras_hub.layers.MobileNetImageConverter(
-        image_size=(224, 224), scale=KERAS_HUB_SCALE, offset=KERAS_HUB_OFFSET
-    )
-
-    def save(folder: Path) -> None:
-        backbone.save_to_preset(str(folder))
-        converter.save_to_preset(str(folder))
-
-    return _preset_files(save)
+    return _image_preset_files(backbone, keras_hub.layers.MobileNetImageConverter)
 
 
 @functools.cache
@@ -164,7 +156,12 @@ def tiny_efficientnet_preset() -> dict[str, bytes]:
         dropout=0,
         input_shape=(224, 224, 3),  # num_features stays 1280: keras-hub does not save it
     )
-    converter = keras_hub.layers.EfficientNetImageConverter(
+    return _image_preset_files(backbone, keras_hub.layers.EfficientNetImageConverter)
+
+
+def _image_preset_files(backbone: object, converter_class: type) -> dict[str, bytes]:
+    """The files of an image preset: ``backbone`` and a 224 px ``converter_class`` converter."""
+    converter = converter_class(
         image_size=(224, 224), scale=KERAS_HUB_SCALE, offset=KERAS_HUB_OFFSET
     )
 
