@@ -5,8 +5,10 @@ Reads ``seed``, ``data.image_size``, ``finetune.*`` and ``train.*``. Loads
 trainable (BatchNorm layers stay frozen and in inference mode), recompiles with
 ``finetune.learning_rate`` and continues the epoch count where transfer learning stopped. Writes
 ``models/finetune/`` (``model.keras``, ``best.weights.h5``, ``state.json``),
-``reports/history/finetune.csv``, ``reports/model_summary.txt`` (``summary(show_trainable=True)``)
-and ``logs/tensorboard/``: the transfer stage's TensorBoard logs (``logs/transfer``) with this
+``reports/history/finetune.csv``, ``reports/model_summary.txt``
+(``summary(show_trainable=True)``), ``reports/live/training`` (the transfer stage's DVCLive run,
+``reports/live/transfer``, continued with this phase's epochs: both phases on one step axis) and
+``logs/tensorboard/``: the transfer stage's TensorBoard logs (``logs/transfer``) with this
 phase's events added to the same ``train/`` and ``validation/`` runs, so that
 ``tensorboard --logdir logs/tensorboard`` shows both phases as one continuous curve (epochs and
 optimizer steps both continue). In a multi-worker run only the chief writes them.
@@ -41,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--summary", default="reports/model_summary.txt", type=Path)
     parser.add_argument("--transfer-logs", default="logs/transfer", type=Path)
     parser.add_argument("--logs", default="logs/tensorboard", type=Path)
+    parser.add_argument("--transfer-live", default="reports/live/transfer", type=Path)
+    parser.add_argument("--live", default="reports/live/training", type=Path)
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
@@ -50,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from pipeline import distribute
     from pipeline.models import compile_model, get_base, load_model, unfreeze_last
-    from pipeline.training import fit_phase, load_train_val, write_history
+    from pipeline.training import fit_phase, load_train_val, open_live, write_history
 
     strategy = distribute.setup(params.train, params.seed)
     cfg = params.finetune
@@ -77,7 +81,11 @@ def main(argv: list[str] | None = None) -> None:
     _, train_ds, val_ds = load_train_val(size, batch, params.seed)
     state = read_json(state_file)
     start = int(state["last_epoch"])
+    chief = distribute.is_chief(strategy)
     with distribute.output_dirs(strategy, args.out, args.logs) as (tmp, tb):
+        live = None
+        if chief:  # the DVCLive run of transfer, continued from the next epoch on
+            live = open_live(args.live, first_step=start, resume_from=args.transfer_live)
         if args.transfer_logs.is_dir():  # one run: transfer events, then this phase's
             shutil.copytree(args.transfer_logs, tb, dirs_exist_ok=True)
         else:
@@ -94,10 +102,11 @@ def main(argv: list[str] | None = None) -> None:
             log_dir=tb,
             step_offset=int(state.get("optimizer_steps", 0)),
             strategy=strategy,
+            live=live,
         )
         model.save(tmp / "model.keras")
         write_json(tmp / "state.json", result.to_dict())
-        if not distribute.is_chief(strategy):
+        if not chief:
             return  # the other workers write nothing that DVC tracks
         write_history(args.history, rows)
         buf = io.StringIO()

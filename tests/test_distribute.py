@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import keras
@@ -14,7 +13,7 @@ import tensorflow as tf
 
 from pipeline import distribute
 from pipeline.params import TrainParams
-from pipeline.training import fit_distributed, fit_phase
+from pipeline.training import fit_distributed, fit_phase, open_live
 from pipeline.utils import PipelineError
 
 CLUSTER = {"worker": ["host1:2222", "host2:2222"]}
@@ -219,13 +218,14 @@ def test_mirrored_strategy_on_one_device_runs_a_phase(tmp_path, monkeypatch):
         work_dir=tmp_path,
         log_dir=tmp_path / "logs",
         strategy=strategy,
+        live=open_live(tmp_path / "live", first_step=0),
     )
     reference = _tiny_model()
     want = reference.fit(train, validation_data=val, epochs=3, verbose=0).history
     assert [r[0] for r in rows] == [1, 2, 3] and result.optimizer_steps == 3 * 5
     np.testing.assert_allclose([r[2] for r in rows], want["loss"], atol=1e-5)
     assert (tmp_path / "best.weights.h5").is_file()
-    assert json.loads(Path("reports/live/transfer.json").read_text())["max_epoch"] == 3
+    assert json.loads((tmp_path / "live/metrics.json").read_text())["step"] == 2  # epochs 0..2
 
 
 def test_mixed_precision_keeps_a_float32_softmax_and_loads_in_safe_mode(tmp_path):
