@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         raise PipelineError(f"{args.model} is incomplete: run the transfer stage first")
 
     from pipeline import distribute
-    from pipeline.models import compile_model, get_base, load_model, unfreeze_last
+    from pipeline.models import compile_model, get_base, load_model, save_model, unfreeze_last
     from pipeline.training import fit_phase, load_train_val, open_live, write_history
 
     strategy = distribute.setup(params.train, params.seed)
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
             strategy=strategy,
             live=live,
         )
-        model.save(tmp / "model.keras")
+        save_model(model, tmp / "model.keras")
         write_json(tmp / "state.json", result.to_dict())
         if not chief:
             return  # the other workers write nothing that DVC tracks

@@ -43,7 +43,12 @@ def main(argv: list[str] | None = None) -> None:
 
     from pipeline import distribute
     from pipeline.data import load_prepared
-    from pipeline.models import classifier_from_params, compile_model, split_at_features
+    from pipeline.models import (
+        classifier_from_params,
+        compile_model,
+        save_model,
+        split_at_features,
+    )
     from pipeline.training import (
         feature_datasets,
         fit_phase,
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
             strategy=strategy,
             live=live,
         )
-        model.save(tmp / "model.keras")
+        save_model(model, tmp / "model.keras")
         state = result.to_dict() | {"base_features": "once" if once else "every_epoch"}
         write_json(tmp / "state.json", state)
         if chief:

@@ -214,7 +214,6 @@ def test_remote_round_trip(repo: Path, tmp_path: Path):
         "models/base.weights.h5",
         "models/transfer/model.keras",
         "models/finetune/model.keras",
-        "logs/transfer",
     )
     assert not any((clone / p).exists() for p in restored)
     run(["dvc", "pull"], clone)
