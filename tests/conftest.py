@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import pipeline  # noqa: F401  pins the CPU kernels and threads before a test imports TF
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +45,16 @@ def tiny_params_dict(**overrides: object) -> dict:
             "dense_units": 16,
         },
         "pretrain": {"image_size": 32, "images": 64, "epochs": 1, "batch_size": 16},
-        "transfer": {"epochs": 2, "batch_size": 8, "learning_rate": 0.001, "patience": 2},
+        # a new head trained on augmented images every epoch (the demo's default is linear
+        # probing on features computed once; the profile tests cover that path)
+        "transfer": {
+            "epochs": 2,
+            "batch_size": 8,
+            "learning_rate": 0.001,
+            "patience": 2,
+            "base_features": "auto",
+            "head_init": "random",
+        },
         "finetune": {
             "epochs": 2,
             "batch_size": 8,
