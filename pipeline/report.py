@@ -212,6 +212,19 @@ def _git_show(rev: str, path: str) -> str | None:
     return proc.stdout if proc.returncode == 0 else None
 
 
+def _show(rev: str, path: str) -> str | None:
+    """``path`` at ``rev``: from git, or from the DVC cache for an output DVC tracks."""
+    text = _git_show(rev, path)
+    if text is not None:
+        return text
+    import dvc.api
+
+    try:
+        return dvc.api.read(path, repo=".", rev=rev)
+    except Exception:  # not tracked at that revision, or not in the local cache
+        return None
+
+
 def _data_source(text: str | None) -> str | None:
     if not text:
         return None
@@ -470,7 +483,7 @@ def write_report(base: str, out: Path, *, html: bool = True, rerun: bool = True)
         images=images,
         report_dir=report_dir,
         data_sources=(
-            _data_source(_git_show(base_commit, DATA_SOURCE)),
+            _data_source(_show(base_commit, DATA_SOURCE)),
             _data_source(head_source),
         ),
         profiles=(profiles[0], profiles[1]),
