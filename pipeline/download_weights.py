@@ -1,6 +1,6 @@
 """Stage ``download_weights``: the pretrained base-model weights file.
 
-Reads ``seed``, ``model.architecture``, ``model.alpha``, ``model.weights``,
+Reads ``model.architecture``, ``model.alpha``, ``model.weights``,
 ``model.weights_path``, ``model.kaggle_handle`` and ``pretrain.*``. Writes
 ``models/base.weights.h5`` (weights of the headless base, loadable at any ``data.image_size``)
 and the provenance record ``reports/weights_source.json``.
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     from pipeline.weights import pretrained_base  # imports TensorFlow: after validation
 
-    seed_everything(params.seed)
+    seed_everything(params.pretrain.seed)  # the base does not vary with `seed`
     base, info = pretrained_base(params)
     info.update(architecture=params.model.architecture, alpha=params.model.alpha)
     with atomic_path(args.out) as tmp:

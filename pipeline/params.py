@@ -169,6 +169,12 @@ class PretrainParams(_Section):
     epochs: int = Field(4, ge=1, le=500)
     batch_size: int = Field(32, ge=1, le=4096)
     learning_rate: float = Field(0.002, gt=0, le=1)
+    seed: int = Field(
+        42,
+        ge=0,
+        description="seeds the source task and the pretraining, apart from `seed`: the base is a "
+        "fixed input of an experiment, as downloaded weights are",
+    )
 
 
 class AugmentationParams(_Section):
