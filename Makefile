@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv repro test test-fast lint format lock clean help report experiment venv-remote
+.PHONY: venv repro test test-fast lint format lock clean help report experiment exp-show venv-remote
 
 help:
 	@echo "make repro     create $(VENV) from requirements.lock and run 'dvc repro'"
@@ -19,6 +19,7 @@ help:
 	@echo "make report    review report of the workspace against BASE (default main)"
 	@echo "make experiment PROFILE=tom-and-jerry SET='key=value ...'  dvc exp run with a"
 	@echo "               profile's params (profiles/), then SET's (the later value wins)"
+	@echo "make exp-show  dvc exp show with the headline metrics and the params people change"
 	@echo "make venv-remote  add the DVC S3 and GCS remote plugins to $(VENV)"
 
 venv: $(STAMP)
@@ -46,6 +47,14 @@ report: $(STAMP)
 experiment: $(STAMP)
 	$(BIN)/python -m pipeline.experiment $(if $(PROFILE),--profile $(PROFILE)) \
 	  $(addprefix --set ,$(SET)) $(if $(ARGS),-- $(ARGS))
+
+# `dvc exp show` lists every param of params.yaml and every dependency path (DVC 3.67 has no
+# setting for its default columns); this view keeps the headline metrics (reports/summary.json)
+# and the params people change. ARGS go to dvc exp show (e.g. ARGS=--csv, ARGS="-A").
+EXP_SHOW_KEEP := ^(Experiment|Created|seed|profile|data\.image_size|model\.(architecture|alpha|weights)|baseline\.accuracy|transfer\.(accuracy|epochs|learning_rate)|finetune\.(accuracy|macro_f1|val_accuracy|verdict|epochs|learning_rate|unfreeze_layers))$$
+
+exp-show: $(STAMP)
+	$(BIN)/dvc exp show --no-pager --drop '.*' --keep '$(EXP_SHOW_KEEP)' $(ARGS)
 
 venv-remote: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-build-isolation -e ".[remote]"

@@ -51,6 +51,11 @@ def weights_from_counts(counts: Sequence[int], mode: str) -> dict[int, float] | 
     return {c: float(total / (k * n)) for c, n in enumerate(counts)}
 
 
+def by_name(weights: dict[int, float] | None, classes: Sequence[str]) -> dict[str, float] | None:
+    """``{class name: weight}`` for ``state.json``; ``None`` when there is no weighting."""
+    return None if weights is None else {classes[i]: w for i, w in weights.items()}
+
+
 def describe(weights: dict[int, float] | None, classes: Sequence[str]) -> str:
     """One line for logs and the model card: ``none`` or each class's weight (4 decimals)."""
     if weights is None:

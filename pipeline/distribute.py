@@ -27,7 +27,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,26 @@ def resolve_distribution(distribution: str, n_gpus: int) -> str:
     return distribution
 
 
+def check_cpu_precision(policy: str, n_gpus: int, env: Mapping[str, str] | None = None) -> None:
+    """Fail clearly where ``policy`` cannot run: bfloat16 on a CPU whose oneDNN is capped.
+
+    ``pipeline/__init__.py`` caps oneDNN at AVX2 (``ONEDNN_MAX_CPU_ISA``) so that every machine
+    computes the same numbers; oneDNN's CPU bfloat16 kernels need AVX-512, and without them
+    TensorFlow aborts the process in the first training step.
+    """
+    env = os.environ if env is None else env
+    isa = env.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    capped = not isa.startswith(("AVX512", "AVX10", "ALL"))
+    if policy == "mixed_bfloat16" and n_gpus == 0 and capped:
+        raise PipelineError(
+            f"train.mixed_precision is 'mixed_bfloat16' on a CPU, but oneDNN is capped at {isa} "
+            "(ONEDNN_MAX_CPU_ISA, set by pipeline/__init__.py for reproducible numbers) and its "
+            "bfloat16 kernels need AVX-512: use mixed_precision 'float32' on a CPU (mixed "
+            "precision pays off on a GPU only), or run with ONEDNN_MAX_CPU_ISA=ALL (numbers then "
+            "depend on the CPU)"
+        )
+
+
 def setup(cfg: TrainParams, seed: int) -> Any:
     """Seed, set precision and determinism, and create the strategy ``cfg`` asks for.
 
@@ -139,8 +159,9 @@ def setup(cfg: TrainParams, seed: int) -> Any:
     import tensorflow as tf
 
     seed_everything(seed, deterministic=cfg.deterministic_ops)
-    keras.mixed_precision.set_global_policy(cfg.mixed_precision)
     gpus = tf.config.list_physical_devices("GPU")
+    check_cpu_precision(cfg.mixed_precision, n_gpus=len(gpus))
+    keras.mixed_precision.set_global_policy(cfg.mixed_precision)
     kind = resolve_distribution(cfg.distribution, len(gpus))
     if kind == "multi_worker":
         if config is None:

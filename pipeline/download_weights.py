@@ -1,6 +1,6 @@
 """Stage ``download_weights``: the pretrained base-model weights file.
 
-Reads ``seed``, ``model.architecture``, ``model.alpha``, ``model.weights``,
+Reads ``model.architecture``, ``model.alpha``, ``model.weights``,
 ``model.weights_path``, ``model.kaggle_handle``, ``model.kaggle_file`` and ``pretrain.*``.
 Writes ``models/base.weights.h5`` (weights of the headless base, loadable at any
 ``data.image_size``; for a KerasHub base also its config and preprocessing, see
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.models import save_base  # imports TensorFlow: after validation
     from pipeline.weights import pretrained_base
 
-    seed_everything(params.seed)
+    seed_everything(params.pretrain.seed)  # the base does not vary with `seed`
     base, info = pretrained_base(params)
     info.update(architecture=params.model.architecture, alpha=params.model.alpha)
     with atomic_path(args.out) as tmp:

@@ -3,7 +3,9 @@
 Puts them beside the linear-probe baseline (``reports/baseline.json``, :mod:`pipeline.baseline`)
 and flags a phase whose test accuracy does not beat it. Reads ``diagnosis.*`` and, for the
 current values that the fit diagnosis's remedies cite, the training params (the models and the
-split hold everything else). Writes ``reports/metrics.json`` (accuracy, loss, macro F1 and
+split hold everything else). Writes ``reports/summary.json``, the headline (:func:`headline`:
+the top-level ``metrics:`` of ``dvc.yaml``, so what ``dvc exp show`` and ``dvc metrics diff``
+display), and ``reports/metrics.json``, the details (accuracy, loss, macro F1 and
 per-class precision/recall/F1 of each model on test, ``val_accuracy`` and ``val_macro_f1`` on
 val; ``baseline``: the linear probe's figures; ``diagnosis.<phase>``: the fit verdict, the
 baseline flag and their numeric evidence), ``reports/diagnosis.md`` (the verdicts with evidence
@@ -38,6 +40,25 @@ from pipeline.utils import (
 )
 
 PHASES = ("transfer", "finetune")
+
+
+def headline(metrics: dict) -> dict:
+    """The few numbers a run is judged by, from the full ``reports/metrics.json`` content.
+
+    Test accuracy of the linear-probe baseline and of both phases; macro F1, val accuracy and
+    the fit verdict of the fine-tuned model. Everything else stays in ``metrics.json``.
+    """
+    tuned = metrics["finetune"]
+    return {
+        "baseline": {"accuracy": metrics["baseline"]["accuracy"]},
+        "transfer": {"accuracy": metrics["transfer"]["accuracy"]},
+        "finetune": {
+            "accuracy": tuned["accuracy"],
+            "macro_f1": tuned["macro_f1"],
+            "val_accuracy": tuned["val_accuracy"],
+            "verdict": metrics["diagnosis"]["finetune"]["verdict"],
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -143,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     for d in diagnoses:
         log.info("%s: fit diagnosis: %s", d.phase, d.label)
     write_json(reports / "metrics.json", metrics)
+    write_json(reports / "summary.json", headline(metrics))
     with atomic_file(reports / "diagnosis.md") as fh:
         fh.write(diagnosis.render_markdown(diagnoses, params))
     best_epochs, shaded = diagnosis.plot_marks(diagnoses)

@@ -7,9 +7,10 @@ base trainable (BatchNorm layers stay frozen and in inference mode), recompiles 
 ``finetune.learning_rate`` and continues the epoch count where transfer learning stopped, on
 train batches augmented as ``augmentation.*`` says (:func:`pipeline.data.augment_batch`). Writes
 ``models/finetune/`` (``model.keras``, ``best.weights.h5``, ``state.json`` with the class
-weights),
-``reports/history/finetune.csv``, ``reports/model_summary.txt`` (``summary(show_trainable=True)``)
-and ``logs/tensorboard/``: the transfer stage's TensorBoard logs (``logs/transfer``) with this
+weights), ``reports/history/finetune.csv``, ``reports/model_summary.txt``
+(``summary(show_trainable=True)``), ``reports/live/training`` (the transfer stage's DVCLive run,
+``reports/live/transfer``, continued with this phase's epochs: both phases on one step axis) and
+``logs/tensorboard/``: the transfer stage's TensorBoard logs (``logs/transfer``) with this
 phase's events added to the same ``train/`` and ``validation/`` runs, so that
 ``tensorboard --logdir logs/tensorboard`` shows both phases as one continuous curve (epochs and
 optimizer steps both continue). In a multi-worker run only the chief writes them.
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--summary", default="reports/model_summary.txt", type=Path)
     parser.add_argument("--transfer-logs", default="logs/transfer", type=Path)
     parser.add_argument("--logs", default="logs/tensorboard", type=Path)
+    parser.add_argument("--transfer-live", default="reports/live/transfer", type=Path)
+    parser.add_argument("--live", default="reports/live/training", type=Path)
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
@@ -52,9 +55,9 @@ def main(argv: list[str] | None = None) -> None:
         raise PipelineError(f"{args.model} is incomplete: run the transfer stage first")
 
     from pipeline import distribute
-    from pipeline.balance import class_weights, describe
-    from pipeline.models import compile_model, get_base, load_model, unfreeze_last
-    from pipeline.training import fit_phase, load_train_val, write_history
+    from pipeline.balance import by_name, class_weights, describe
+    from pipeline.models import compile_model, get_base, load_model, save_model, unfreeze_last
+    from pipeline.training import fit_phase, load_train_val, open_live, write_history
 
     strategy = distribute.setup(params.train, params.seed)
     cfg = params.finetune
@@ -86,7 +89,11 @@ def main(argv: list[str] | None = None) -> None:
     log.info("finetune: class weights %s", describe(weights, train.classes))
     state = read_json(state_file)
     start = int(state["last_epoch"])
+    chief = distribute.is_chief(strategy)
     with distribute.output_dirs(strategy, args.out, args.logs) as (tmp, tb):
+        live = None
+        if chief:  # the DVCLive run of transfer, continued from the next epoch on
+            live = open_live(args.live, first_step=start, resume_from=args.transfer_live)
         if args.transfer_logs.is_dir():  # one run: transfer events, then this phase's
             shutil.copytree(args.transfer_logs, tb, dirs_exist_ok=True)
         else:
@@ -104,11 +111,13 @@ def main(argv: list[str] | None = None) -> None:
             step_offset=int(state.get("optimizer_steps", 0)),
             strategy=strategy,
             class_weight=weights,
+            live=live,
         )
-        model.save(tmp / "model.keras")
-        named = weights and {train.classes[i]: w for i, w in weights.items()}
-        write_json(tmp / "state.json", result.to_dict() | {"class_weight": named})
-        if not distribute.is_chief(strategy):
+        save_model(model, tmp / "model.keras")
+        write_json(
+            tmp / "state.json", result.to_dict() | {"class_weight": by_name(weights, train.classes)}
+        )
+        if not chief:
             return  # the other workers write nothing that DVC tracks
         write_history(args.history, rows)
         buf = io.StringIO()

@@ -423,18 +423,17 @@ def render_card(
         "## Exported formats",
         "",
         f"Checked on the {export['test_images']} test images: each export's probabilities differ "
-        f"from the Keras model's by at most `export.tolerance` = {export['tolerance']:g}. "
-        f"Latency: one image per call on the CPU ({export['cpu_count']} cores, TensorFlow "
-        f"{export['tensorflow']}), median and 90th percentile.",
+        f"from the Keras model's by at most `export.tolerance` = {export['tolerance']:g} "
+        f"(TensorFlow {export['tensorflow']}). The per-image CPU latency depends on the machine, "
+        "not on the model: the export stage logs it (`logs/export/latency.json`).",
         "",
         _markdown_table(
-            ["format", "file", "size", "latency (ms)", "max abs. prob. diff.", "same class"],
+            ["format", "file", "size", "max abs. prob. diff.", "same class"],
             [
                 [
                     name,
                     f"`{e['path']}`",
                     f"{e['size_bytes'] / 1e6:.2f} MB",
-                    f"{e['latency_ms_median']:.3f} (p90 {e['latency_ms_p90']:.3f})",
                     "reference" if name == "keras" else f"{e['max_abs_diff']:.2g}",
                     "reference" if name == "keras" else f"{e['argmax_agreement']:.1%}",
                 ]

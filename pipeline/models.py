@@ -425,6 +425,60 @@ def load_model(path: str | Path) -> keras.Model:
     return keras.saving.load_model(path, safe_mode=True)
 
 
+# What a reproducible archive records instead of the save time (the zip format's earliest date).
+FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+FIXED_DATE_SAVED = "1980-01-01@00:00:00"
+
+
+def _renumber_shared_objects(config: object, ids: dict | None = None) -> object:
+    """``config`` with every ``shared_object_id`` replaced by 1, 2, … in order of appearance."""
+    ids = {} if ids is None else ids
+    if isinstance(config, list):
+        return [_renumber_shared_objects(c, ids) for c in config]
+    if not isinstance(config, dict):
+        return config
+    out = {}
+    for key, value in config.items():
+        if key == "shared_object_id":
+            out[key] = ids.setdefault(value, len(ids) + 1)
+        else:
+            out[key] = _renumber_shared_objects(value, ids)
+    return out
+
+
+def save_model(model: keras.Model, path: str | Path) -> None:
+    """``model.save(path)`` (a ``.keras`` file), byte for byte the same for the same model.
+
+    Keras stamps the save time into the archive (each zip entry's date and ``metadata.json``'s
+    ``date_saved``) and numbers objects that layers share (a seed generator) by their memory
+    address (``shared_object_id`` in ``config.json``), so every run would change the file's hash
+    in ``dvc.lock`` although the model is the same. The times become fixed values and the ids
+    1, 2, … in order of appearance (the same sharing); everything else stays as Keras wrote it.
+    """
+    import json
+    import zipfile
+
+    path = Path(path)
+    model.save(path)
+    with zipfile.ZipFile(path) as src:
+        entries = [(info, src.read(info)) for info in src.infolist()]
+    tmp = path.with_name(f".{path.name}.tmp-zip")
+    with zipfile.ZipFile(tmp, "w") as dst:
+        for info, data in entries:
+            if info.filename == "metadata.json":
+                meta = json.loads(data)
+                if "date_saved" in meta:
+                    meta["date_saved"] = FIXED_DATE_SAVED
+                data = json.dumps(meta).encode()
+            elif info.filename == "config.json":
+                data = json.dumps(_renumber_shared_objects(json.loads(data))).encode()
+            fixed = zipfile.ZipInfo(info.filename, date_time=FIXED_ZIP_TIME)
+            fixed.compress_type = info.compress_type
+            fixed.external_attr = info.external_attr
+            dst.writestr(fixed, data)
+    tmp.replace(path)
+
+
 def _float32_policies(config: object) -> object:
     """``config`` (a serialised model) with every dtype policy replaced by float32."""
     if isinstance(config, list):

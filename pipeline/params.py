@@ -87,7 +87,7 @@ class _Section(BaseModel):
 class SampleDataParams(_Section):
     """The generated offline dataset (``data.source: sample``)."""
 
-    images_per_class: int = Field(250, ge=10, le=20_000)
+    images_per_class: int = Field(350, ge=10, le=20_000)
     min_side: int = Field(120, ge=32, le=2048, description="shortest short side, pixels")
     max_side: int = Field(320, ge=32, le=4096, description="longest short side, pixels")
 
@@ -133,9 +133,9 @@ class DataParams(_Section):
 
 
 class SplitParams(_Section):
-    train: float = Field(0.7, gt=0, lt=1)
-    val: float = Field(0.2, gt=0, lt=1)
-    test: float = Field(0.1, gt=0, lt=1)
+    train: float = Field(0.5, gt=0, lt=1)
+    val: float = Field(0.15, gt=0, lt=1)
+    test: float = Field(0.35, gt=0, lt=1)
     group_near_duplicates: bool = Field(
         True, description="keep near-duplicate images (e.g. nearby video frames) in one split"
     )
@@ -174,9 +174,9 @@ class ModelParams(_Section):
         "single .h5 file there, or the one keras.applications names for the architecture)",
     )
     dense_units: int = Field(
-        128, ge=0, le=8192, description="hidden layer of the head; 0: a linear head"
+        0, ge=0, le=8192, description="hidden layer of the head; 0: a linear head"
     )
-    dropout: float = Field(0.5, ge=0, lt=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelParams:
@@ -259,6 +259,12 @@ class PretrainParams(_Section):
     epochs: int = Field(4, ge=1, le=500)
     batch_size: int = Field(32, ge=1, le=4096)
     learning_rate: float = Field(0.002, gt=0, le=1)
+    seed: int = Field(
+        42,
+        ge=0,
+        description="seeds the source task and the pretraining, apart from `seed`: the base is a "
+        "fixed input of an experiment, as downloaded weights are",
+    )
 
 
 class AugmentationParams(_Section):
@@ -312,7 +318,8 @@ class TransferParams(PhaseParams):
     ``auto``: ``once`` when augmentation is off or ``augmented_views`` > 0, else ``every_epoch``.
     """
 
-    base_features: Literal["auto", "once", "every_epoch"] = "auto"
+    learning_rate: float = Field(1e-4, gt=0, le=1)  # the head starts as the probe
+    base_features: Literal["auto", "once", "every_epoch"] = "once"
     augmented_views: int = Field(
         0,
         ge=0,
@@ -321,7 +328,7 @@ class TransferParams(PhaseParams):
         "train image's base features the head trains on (0: un-augmented features only)",
     )
     head_init: Literal["random", "probe"] = Field(
-        "random",
+        "probe",
         description="random: a new head; probe: the linear head starts as the baseline stage's "
         "logistic regression (linear probing, then fine-tuning; needs model.dense_units: 0)",
     )

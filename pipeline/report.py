@@ -1,8 +1,9 @@
 """Review report: what a change does to params, metrics and plots, as one Markdown file.
 
 Compares a base revision (a branch, tag or commit; default ``main``) with the workspace through
-DVC's own diff commands: ``dvc params diff``, ``dvc metrics diff`` (every top-level ``metrics:``
-file of ``dvc.yaml``) and ``dvc plots diff`` (the learning curves and confusion matrices of both
+DVC's own diff commands: ``dvc params diff``, ``dvc metrics diff`` (the headline, the top-level
+``metrics:`` of ``dvc.yaml``, and the tracked detail files of :data:`REVIEW_METRICS`) and
+``dvc plots diff`` (the learning curves and confusion matrices of both
 revisions, as images side by side, and as interactive plots in ``plots/index.html``). The fit
 diagnosis of the workspace (``reports/diagnosis.md``) is included when it exists.
 
@@ -43,6 +44,14 @@ BASE_RUN_REF = "refs/review/base"  # the base's run with the head's profile (run
 DIAGNOSIS = Path("reports/diagnosis.md")
 DATA_SOURCE = "reports/data_source.json"
 METRICS = "reports/metrics.json"
+# Compared in this order: the headline (dvc.yaml `metrics:`), then the details, which are tracked
+# outputs but not DVC metrics, so that `dvc exp show` stays readable.
+REVIEW_METRICS = (
+    "reports/summary.json",
+    METRICS,
+    "reports/export.json",
+    "reports/leakage.json",
+)
 IMAGE_TITLES = {
     "reports/figures/learning_curves.png": "Learning curves",
     "reports/figures/confusion_matrix.png": "Confusion matrices",
@@ -137,11 +146,16 @@ def resolve_base(base: str) -> str:
 def _changes(diff: dict) -> dict[str, list[Change]]:
     """``{file: [Change, ...]}`` from the JSON of ``dvc params/metrics diff``.
 
-    Files in name order, except that the test metrics (``reports/metrics.json``) come first.
+    The files of :data:`REVIEW_METRICS` first, in its order, then the others in name order.
     """
+
+    def order(path: str) -> tuple[int, str]:
+        rank = REVIEW_METRICS.index(path) if path in REVIEW_METRICS else len(REVIEW_METRICS)
+        return rank, path
+
     return {
         path: [Change(name, v.get("old"), v.get("new")) for name, v in sorted(entries.items())]
-        for path, entries in sorted(diff.items(), key=lambda kv: (kv[0] != METRICS, kv[0]))
+        for path, entries in sorted(diff.items(), key=lambda kv: order(kv[0]))
     }
 
 
@@ -151,8 +165,9 @@ def params_diff(base: str) -> dict[str, list[Change]]:
 
 
 def metrics_diff(base: str) -> dict[str, list[Change]]:
-    """All metrics per metrics file, changed or not (``dvc metrics diff <base> --all``)."""
-    return _changes(json.loads(_dvc("metrics", "diff", base, "--all", "--json") or "{}"))
+    """All metrics per file of :data:`REVIEW_METRICS`, changed or not (``dvc metrics diff``)."""
+    out = _dvc("metrics", "diff", base, "--all", "--json", "--targets", *REVIEW_METRICS)
+    return _changes(json.loads(out or "{}"))
 
 
 def plot_images(base: str, out_dir: Path) -> dict[str, dict[str, Path]]:
@@ -195,6 +210,19 @@ def _read(path: str) -> str | None:
 def _git_show(rev: str, path: str) -> str | None:
     proc = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
     return proc.stdout if proc.returncode == 0 else None
+
+
+def _show(rev: str, path: str) -> str | None:
+    """``path`` at ``rev``: from git, or from the DVC cache for an output DVC tracks."""
+    text = _git_show(rev, path)
+    if text is not None:
+        return text
+    import dvc.api
+
+    try:
+        return dvc.api.read(path, repo=".", rev=rev)
+    except Exception:  # not tracked at that revision, or not in the local cache
+        return None
 
 
 def _data_source(text: str | None) -> str | None:
@@ -455,7 +483,7 @@ def write_report(base: str, out: Path, *, html: bool = True, rerun: bool = True)
         images=images,
         report_dir=report_dir,
         data_sources=(
-            _data_source(_git_show(base_commit, DATA_SOURCE)),
+            _data_source(_show(base_commit, DATA_SOURCE)),
             _data_source(head_source),
         ),
         profiles=(profiles[0], profiles[1]),

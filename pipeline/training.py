@@ -2,25 +2,36 @@
 
 A phase trains a compiled classifier, keeps the weights of its best epoch (lowest ``val_loss``,
 EarlyStopping with ``restore_best_weights``), checkpoints the best weights as it goes, logs to
-TensorBoard, and records one history row per epoch. Epochs are numbered on one axis across
-phases: fine-tuning continues where transfer learning stopped.
+TensorBoard and to DVCLive, and records one history row per epoch. Epochs are numbered on one
+axis across phases: fine-tuning continues where transfer learning stopped.
+
+DVCLive (:func:`open_live`): one ``Live`` run spans both phases, although they are separate
+DVC stages. The transfer stage starts it in ``reports/live/transfer``; the finetune stage copies
+that folder to ``reports/live/training`` and resumes it there, so its steps (Keras's 0-based
+epoch index) continue those of transfer learning. Each epoch rewrites the folder's
+``metrics.json`` (the latest epoch: ``dvc metrics show reports/live/training/metrics.json``
+follows a run) and appends to ``plots/metrics/{train,eval}/*.tsv`` (``dvc plots``).
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from pipeline.data import PREPARED_DIR, Split, load_prepared, make_dataset
-from pipeline.live import LIVE_DIR, LiveMetrics
 from pipeline.params import AugmentationParams
 from pipeline.utils import PipelineError, log, write_csv
+
+if TYPE_CHECKING:
+    from dvclive import Live
 
 HISTORY_COLUMNS = (
     "epoch",
@@ -204,6 +215,49 @@ def view_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+LIVE_TRANSFER = Path("reports/live/transfer")
+LIVE_TRAINING = Path("reports/live/training")
+
+
+def open_live(path: str | Path, *, first_step: int, resume_from: str | Path | None = None) -> Live:
+    """A DVCLive ``Live`` in ``path`` whose next logged step is ``first_step`` (0-based epoch).
+
+    ``resume_from``: an earlier phase's DVCLive folder, copied to ``path`` and continued, so
+    both phases are one run on one step axis (its TSV rows first, then this phase's). Without
+    it, ``path`` starts empty. The ``dvc.yaml`` is hand-written (``dvcyaml=None``), and
+    DVCLive makes no experiment and no commit of its own (``save_dvc_exp=False``): a DVC
+    stage's outputs are DVC's to record.
+    """
+    from dvclive import Live
+
+    path = Path(path)
+    if path.exists():
+        shutil.rmtree(path)
+    if resume_from is not None:
+        if not (Path(resume_from) / "metrics.json").is_file():
+            raise PipelineError(
+                f"{resume_from} holds no DVCLive run: run the transfer stage first (dvc repro)"
+            )
+        shutil.copytree(resume_from, path)
+    live = Live(
+        str(path),
+        resume=resume_from is not None,
+        dvcyaml=None,
+        save_dvc_exp=False,
+        report=None,
+        monitor_system=False,
+    )
+    live.step = first_step  # Keras's epoch index: continues across phases (initial_epoch)
+    return live
+
+
+def live_callback(live: Live) -> keras.callbacks.Callback:
+    """DVCLive's Keras callback: every epoch's metrics (``train/…``, ``eval/…``) to ``live``."""
+    from dvclive.keras import DVCLiveCallback
+
+    return DVCLiveCallback(live=live)
+
+
 def _steps(model: keras.Model) -> int:
     """Optimizer steps taken by ``model``'s current optimizer."""
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
@@ -255,6 +309,7 @@ def fit_phase(
     checkpoint: keras.Model | None = None,
     strategy: object | None = None,
     class_weight: dict[int, float] | None = None,
+    live: Live | None = None,
 ) -> tuple[list[list], PhaseResult]:
     """Train ``model`` for up to ``epochs`` epochs after ``initial_epoch``; return history rows.
 
@@ -267,8 +322,8 @@ def fit_phase(
     (:func:`pipeline.distribute.setup`; ``None``: the default one). Under
     ``MultiWorkerMirroredStrategy``, where ``Model.fit`` fails with Keras 3
     (keras-team/keras#20585), :func:`fit_distributed` trains with the same callbacks and
-    returns the same history; otherwise ``Model.fit`` does. Only the chief writes the live
-    metrics file; other workers write it into ``work_dir``.
+    returns the same history; otherwise ``Model.fit`` does. ``live`` (:func:`open_live`; the
+    chief's only) receives every epoch's metrics.
 
     ``class_weight``: ``{class index: weight}`` (:func:`pipeline.balance.class_weights`) scaling
     each train image's loss, as ``Model.fit(class_weight=...)`` does; ``None``: unweighted. The
@@ -277,13 +332,12 @@ def fit_phase(
     """
     from pipeline import distribute
 
-    live = LIVE_DIR / f"{phase}.json" if distribute.is_chief(strategy) else work_dir / "live.json"
     early = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=patience, restore_best_weights=True, verbose=1
     )
     callbacks = [
         early,
-        LiveMetrics(live, max_epoch=initial_epoch + epochs),
+        *([live_callback(live)] if live is not None else []),
         _Checkpoint(
             checkpoint or model,
             work_dir / "best.weights.h5",

@@ -5,8 +5,9 @@ Reads ``seed``, ``data.image_size``, ``model.*``, ``augmentation.*``, ``transfer
 :mod:`pipeline.balance`), and the prepared images of ``data/prepared``. Writes
 ``models/transfer/`` (``model.keras``: the classifier at its best epoch; ``best.weights.h5``: its
 checkpoint; ``state.json``: epochs run, best epoch, how the base ran and the class weights),
-``reports/history/transfer.csv`` (one row per epoch) and TensorBoard logs in ``logs/transfer``;
-in a multi-worker run only the chief writes them.
+``reports/history/transfer.csv`` (one row per epoch), TensorBoard logs in ``logs/transfer`` and
+the DVCLive run in ``reports/live/transfer`` (:func:`pipeline.training.open_live`, continued by
+the finetune stage); in a multi-worker run only the chief writes them.
 
 With ``transfer.base_features`` resolving to ``once`` (``auto`` without augmentation or with
 ``transfer.augmented_views``), the frozen base runs once over the train and val images and the
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="models/transfer", type=Path)
     parser.add_argument("--history", default="reports/history/transfer.csv", type=Path)
     parser.add_argument("--logs", default="logs/transfer", type=Path)
+    parser.add_argument("--live", default="reports/live/transfer", type=Path)
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
@@ -43,10 +45,21 @@ def main(argv: list[str] | None = None) -> None:
         raise PipelineError(f"{args.weights} not found: run the download_weights stage first")
 
     from pipeline import distribute
-    from pipeline.balance import class_weights, describe
+    from pipeline.balance import by_name, class_weights, describe
     from pipeline.data import load_prepared
-    from pipeline.models import classifier_from_params, compile_model, split_at_features
-    from pipeline.training import feature_datasets, fit_phase, load_train_val, write_history
+    from pipeline.models import (
+        classifier_from_params,
+        compile_model,
+        save_model,
+        split_at_features,
+    )
+    from pipeline.training import (
+        feature_datasets,
+        fit_phase,
+        load_train_val,
+        open_live,
+        write_history,
+    )
 
     strategy = distribute.setup(params.train, params.seed)
     cfg, size = params.transfer, params.data.image_size
@@ -90,7 +103,9 @@ def main(argv: list[str] | None = None) -> None:
         sum(int(w.numpy().size) for w in model.trainable_weights),
         model.count_params(),
     )
+    chief = distribute.is_chief(strategy)
     with distribute.output_dirs(strategy, args.out, args.logs) as (tmp, tb):
+        live = open_live(args.live, first_step=0) if chief else None
         rows, result = fit_phase(
             trained,
             train_ds,
@@ -104,15 +119,16 @@ def main(argv: list[str] | None = None) -> None:
             checkpoint=model,
             strategy=strategy,
             class_weight=weights,
+            live=live,
         )
-        model.save(tmp / "model.keras")
+        save_model(model, tmp / "model.keras")
         state = result.to_dict() | {
             "base_features": "once" if once else "every_epoch",
             "augmented_views": views,
-            "class_weight": weights and {classes[i]: w for i, w in weights.items()},
+            "class_weight": by_name(weights, classes),
         }
         write_json(tmp / "state.json", state)
-        if distribute.is_chief(strategy):
+        if chief:
             write_history(args.history, rows)
 
 

@@ -40,7 +40,7 @@ def _sample(params: Params) -> tuple[keras.Model, Provenance]:
     on ``pretrain.images`` generated images; only the base's weights are kept.
     """
     cfg, m = params.pretrain, params.model
-    rng = np.random.default_rng([params.seed, 1000])
+    rng = np.random.default_rng([cfg.seed, 1000])
     log.info("generating %d source-task images (%d px)", cfg.images, cfg.image_size)
     images, labels = animal_batch(rng, cfg.images, cfg.image_size)
     n_val = max(len(ANIMALS), cfg.images // 10)
@@ -48,7 +48,7 @@ def _sample(params: Params) -> tuple[keras.Model, Provenance]:
     def dataset(sl: slice, shuffle: bool) -> tf.data.Dataset:
         ds = tf.data.Dataset.from_tensor_slices((images[sl], labels[sl]))
         if shuffle:
-            ds = ds.shuffle(len(labels[sl]), seed=params.seed)
+            ds = ds.shuffle(len(labels[sl]), seed=cfg.seed)
         ds = ds.batch(cfg.batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y))
         return ds.prefetch(2)
 

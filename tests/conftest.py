@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import pipeline  # noqa: F401  pins the CPU kernels and threads before a test imports TF
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +45,16 @@ def tiny_params_dict(**overrides: object) -> dict:
             "dense_units": 16,
         },
         "pretrain": {"image_size": 32, "images": 64, "epochs": 1, "batch_size": 16},
-        "transfer": {"epochs": 2, "batch_size": 8, "learning_rate": 0.001, "patience": 2},
+        # a new head trained on augmented images every epoch (the demo's default is linear
+        # probing on features computed once; the profile tests cover that path)
+        "transfer": {
+            "epochs": 2,
+            "batch_size": 8,
+            "learning_rate": 0.001,
+            "patience": 2,
+            "base_features": "auto",
+            "head_init": "random",
+        },
         "finetune": {
             "epochs": 2,
             "batch_size": 8,
@@ -89,3 +99,12 @@ def trained_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = run(["dvc", "repro"], path).stdout
     assert stages_run(out) == list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
     return path
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--bf16",
+        action="store_true",
+        help="run the mixed-precision run-loop test in mixed_bfloat16 (needs a process whose "
+        "oneDNN is not capped at AVX2: ONEDNN_MAX_CPU_ISA=ALL)",
+    )

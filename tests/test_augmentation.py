@@ -205,8 +205,10 @@ def test_augmented_views_of_features(train_val):
 
 def test_transfer_views_and_auto_base_features():
     on, off = AugmentationParams(), _aug()
-    assert not TransferParams().features_once(on) and TransferParams().features_once(off)
-    views = TransferParams(augmented_views=4)
+    auto = TransferParams(base_features="auto")
+    assert not auto.features_once(on) and auto.features_once(off)
+    assert TransferParams().features_once(on)  # the default, once: un-augmented features
+    views = TransferParams(base_features="auto", augmented_views=4)
     assert views.features_once(on) and views.views(on) == 4 and views.views(off) == 0
     every = TransferParams(base_features="every_epoch", augmented_views=4)
     assert not every.features_once(on) and every.views(on) == 0

@@ -12,7 +12,9 @@ from pipeline.utils import PipelineError
 
 @pytest.fixture
 def split_dir(sample_dataset: Path, tmp_path: Path, monkeypatch) -> Path:
-    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    (tmp_path / "params.yaml").write_text(
+        "seed: 1\nsplit:\n  train: 0.7\n  val: 0.2\n  test: 0.1\n"
+    )
     monkeypatch.chdir(tmp_path)
     split_main(["--data", str(sample_dataset), "--out", str(tmp_path / "split")])
     return tmp_path / "split"

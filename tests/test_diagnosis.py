@@ -27,7 +27,7 @@ PARAMS = parse_params(
     {
         "model": {"dropout": 0.5, "dense_units": 128},
         "augmentation": {"rotation": 0.05},
-        "transfer": {"epochs": 10, "learning_rate": 0.001},
+        "transfer": {"epochs": 10, "learning_rate": 0.001, "head_init": "random"},
         "finetune": {"unfreeze_layers": 80},
     }
 )

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,7 +17,7 @@ import tensorflow as tf
 
 from pipeline import distribute
 from pipeline.params import TrainParams
-from pipeline.training import fit_distributed, fit_phase
+from pipeline.training import fit_distributed, fit_phase, open_live
 from pipeline.utils import PipelineError
 
 CLUSTER = {"worker": ["host1:2222", "host2:2222"]}
@@ -219,25 +222,26 @@ def test_mirrored_strategy_on_one_device_runs_a_phase(tmp_path, monkeypatch):
         work_dir=tmp_path,
         log_dir=tmp_path / "logs",
         strategy=strategy,
+        live=open_live(tmp_path / "live", first_step=0),
     )
     reference = _tiny_model()
     want = reference.fit(train, validation_data=val, epochs=3, verbose=0).history
     assert [r[0] for r in rows] == [1, 2, 3] and result.optimizer_steps == 3 * 5
     np.testing.assert_allclose([r[2] for r in rows], want["loss"], atol=1e-5)
     assert (tmp_path / "best.weights.h5").is_file()
-    assert json.loads(Path("reports/live/transfer.json").read_text())["max_epoch"] == 3
+    assert json.loads((tmp_path / "live/metrics.json").read_text())["step"] == 2  # epochs 0..2
 
 
 def test_mixed_precision_keeps_a_float32_softmax_and_loads_in_safe_mode(tmp_path):
     from pipeline.models import build_base, build_classifier, float32_copy, load_model
 
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # Keras runs it on CPU
+    keras.mixed_precision.set_global_policy("mixed_float16")  # Keras runs it on CPU
     try:
         base = build_base("mobilenet_v2", 0.35, 32)
         model = build_classifier(base, "mobilenet_v2", 32, 4, seed=1, dense_units=8)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    assert get_compute_dtypes(model) == {"bfloat16"}
+    assert get_compute_dtypes(model) == {"float16"}
     assert model.get_layer("predictions").compute_dtype == "float32"
     assert all(w.dtype == "float32" for w in model.weights)  # variables stay float32
     x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
@@ -246,14 +250,14 @@ def test_mixed_precision_keeps_a_float32_softmax_and_loads_in_safe_mode(tmp_path
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     model.save(tmp_path / "m.keras")
     loaded = load_model(tmp_path / "m.keras")
-    assert loaded.get_layer("dense").compute_dtype == "bfloat16"
+    assert loaded.get_layer("dense").compute_dtype == "float16"
     np.testing.assert_allclose(loaded.predict(x, verbose=0), probs, atol=1e-6)
-    # The export stage's float32 copy (TFLite has no bfloat16 kernels): same weights, float32 ops.
+    # The export stage's float32 copy (TFLite runs float32): same weights, float32 ops.
     copy = float32_copy(loaded)
     assert {layer.compute_dtype for layer in copy._flatten_layers()} == {"float32"}
     for a, b in zip(copy.get_weights(), loaded.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(copy.predict(x, verbose=0), probs, atol=2e-2)  # bfloat16: 3 digits
+    np.testing.assert_allclose(copy.predict(x, verbose=0), probs, atol=2e-2)  # float16: 3 digits
     assert float32_copy(copy) is copy
 
 
@@ -262,9 +266,46 @@ def get_compute_dtypes(model: keras.Model) -> set[str]:
     return {model.get_layer(name).compute_dtype for name in ("pool", "dense")}
 
 
-@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
-def test_strategy_run_loop_trains_in_mixed_precision(policy: str):
-    """mixed_float16 compiles a LossScaleOptimizer: the loop scales the loss and it unscales."""
+def test_bfloat16_on_a_capped_cpu_is_a_clear_error():
+    """oneDNN capped at AVX2 has no bfloat16 kernels: TensorFlow would abort the process."""
+    from pipeline.distribute import check_cpu_precision
+
+    with pytest.raises(PipelineError, match="ONEDNN_MAX_CPU_ISA=ALL"):
+        check_cpu_precision("mixed_bfloat16", n_gpus=0, env={"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    check_cpu_precision("mixed_bfloat16", n_gpus=1, env={"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    check_cpu_precision("mixed_bfloat16", n_gpus=0, env={"ONEDNN_MAX_CPU_ISA": "ALL"})
+    check_cpu_precision("mixed_float16", n_gpus=0, env={"ONEDNN_MAX_CPU_ISA": "AVX2"})
+
+
+def _has_avx512() -> bool:
+    try:
+        return " avx512f" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_avx512(), reason="oneDNN's CPU bfloat16 kernels need AVX-512")
+def test_strategy_run_loop_trains_in_bfloat16_without_the_isa_cap():
+    """The bfloat16 case of the test below, in a process whose oneDNN is not capped."""
+    env = os.environ | {"ONEDNN_MAX_CPU_ISA": "ALL"}
+    test = f"{__file__}::test_strategy_run_loop_trains_in_mixed_precision"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test, "--bf16"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_strategy_run_loop_trains_in_mixed_precision(request: pytest.FixtureRequest):
+    """mixed_float16 compiles a LossScaleOptimizer: the loop scales the loss and it unscales.
+
+    In-process mixed_float16 only: ``--bf16`` (set by the test above, in a process without
+    the oneDNN cap) runs mixed_bfloat16 instead.
+    """
+    policy = "mixed_bfloat16" if request.config.getoption("--bf16") else "mixed_float16"
     train, val = _data()
     keras.mixed_precision.set_global_policy(policy)
     try:

@@ -198,7 +198,7 @@ def test_two_workers_train_like_one_process_and_only_the_chief_writes(
     # Only the chief (worker 0) wrote the stage's outputs ...
     chief = dirs[0]
     for out in ("models/transfer/model.keras", "models/transfer/best.weights.h5",
-                "models/transfer/state.json", "reports/live/transfer.json"):  # fmt: skip
+                "models/transfer/state.json", "reports/live/transfer/metrics.json"):  # fmt: skip
         assert (chief / out).is_file(), out
     assert any((chief / "logs" / "transfer" / "validation").iterdir())
     # ... the other worker wrote nothing in its workspace, and removed its scratch folder.

@@ -49,7 +49,7 @@ def test_grouped_split_never_separates_a_group():
     group_of = {
         p: int(p[2:4]) // 3 + (100 if p[0] == "b" else 0) for c in classes.values() for p in c
     }
-    parts = make_split(classes, SplitParams(), 5, group_of)
+    parts = make_split(classes, SplitParams(train=0.7, val=0.2, test=0.1), 5, group_of)
     where = {p: s for s in SPLITS for p, _ in parts[s]}
     for g in set(group_of.values()):
         assert len({where[p] for p, gid in group_of.items() if gid == g}) == 1
@@ -63,7 +63,7 @@ def test_class_made_of_one_group_cannot_be_split():
     with pytest.raises(PipelineError, match="near-duplicates cannot fill"):
         make_split(
             {"a": ["a/1", "a/2", "a/3"], "b": ["b/1", "b/2", "b/3"]},
-            SplitParams(),
+            SplitParams(train=0.7, val=0.2, test=0.1),
             0,
             {"a/1": 0, "a/2": 0, "a/3": 0, "b/1": 1, "b/2": 2, "b/3": 3},
         )

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
 
 from pipeline.models import (
     ARCHITECTURES,
+    _renumber_shared_objects,
     build_base,
     build_classifier,
     compile_model,
@@ -140,3 +143,30 @@ def test_linear_head_splits_at_the_features_and_loads_in_safe_mode(tmp_path):
     model.save(tmp_path / "m.keras")
     np.testing.assert_allclose(load_model(tmp_path / "m.keras").predict(x, verbose=0), expected,
                                atol=1e-6)  # fmt: skip
+
+
+def test_save_model_is_byte_reproducible_and_loads(tmp_path: Path):
+    """Keras stamps the save time into a .keras file; save_model does not."""
+    import time
+
+    from pipeline.models import load_model, save_model
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    save_model(model, tmp_path / "a.keras")
+    time.sleep(2.1)  # the zip format's time resolution is 2 s
+    save_model(model, tmp_path / "b.keras")
+    assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
+    again = load_model(tmp_path / "a.keras")
+    x = np.ones((1, 4), "float32")
+    np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.keras", "b.keras"]
+
+
+def test_shared_objects_are_numbered_by_appearance():
+    config = {"a": {"shared_object_id": 140675901775568}, "b": [{"shared_object_id": 99}],
+              "c": {"x": {"shared_object_id": 140675901775568}}}  # fmt: skip
+    assert _renumber_shared_objects(config) == {
+        "a": {"shared_object_id": 1},
+        "b": [{"shared_object_id": 2}],
+        "c": {"x": {"shared_object_id": 1}},
+    }

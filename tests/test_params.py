@@ -19,7 +19,9 @@ def test_defaults_and_repo_params_are_valid():
     assert parse_params({}) == Params()
     defaults = Params()
     assert defaults.data.source == "sample" and defaults.model.weights == "sample"
-    assert defaults.finetune.learning_rate == pytest.approx(defaults.transfer.learning_rate / 100)
+    # linear probing, then fine-tuning: the head starts as the probe, both phases at a low rate
+    assert defaults.transfer.head_init == "probe" and defaults.model.dense_units == 0
+    assert defaults.finetune.learning_rate == pytest.approx(defaults.transfer.learning_rate)
     repo = load_params(ROOT / "params.yaml")
     # params.yaml spells out every key (DVC needs each key a stage lists) ...
     raw = read_yaml(ROOT / "params.yaml")
@@ -65,7 +67,7 @@ def test_defaults_and_repo_params_are_valid():
         ({"split": {"label_conflicts": "fix"}}, "split.label_conflicts = 'fix'"),
         ({"split": {"label_conflicts": False}}, "split.label_conflicts = False"),
         ({"data": []}, "data = []"),
-        ({"transfer": {"head_init": "probe"}}, "the probe is a linear head"),
+        ({"model": {"dense_units": 128}}, "the probe is a linear head"),
         ({"transfer": {"head_init": "zeros"}}, "transfer.head_init = 'zeros'"),
         ({"data": {"source": "kaggle"}}, "sample weights are pretrained on generated shapes"),
         ({"model": {"dense_units": -1}}, "model.dense_units = -1"),

@@ -69,6 +69,16 @@ def test_outputs(repo: Path):
     hist_f = (repo / "reports/history/finetune.csv").read_text().splitlines()
     last_transfer = int(hist_t[-1].split(",")[0])
     assert int(hist_f[1].split(",")[0]) == last_transfer + 1  # one epoch axis
+    # DVCLive: one run across both stages, steps = 0-based epochs of both phases
+    tsv = "plots/metrics/eval/accuracy.tsv"
+    live_t = (repo / "reports/live/transfer" / tsv).read_text().splitlines()
+    live = (repo / "reports/live/training" / tsv).read_text().splitlines()
+    assert live[: len(live_t)] == live_t
+    assert [int(r.split("\t")[0]) for r in live[1:]] == list(range(len(hist_t) + len(hist_f) - 2))
+    val = [float(r.split(",")[5]) for r in hist_t[1:] + hist_f[1:]]
+    assert [float(r.split("\t")[1]) for r in live[1:]] == pytest.approx(val, abs=1e-6)
+    summary = json.loads((repo / "reports/summary.json").read_text())
+    assert summary["finetune"]["accuracy"] == metrics["finetune"]["accuracy"]
     summary = (repo / "reports/model_summary.txt").read_text()
     assert "Trainable" in summary and "block_16_project" in summary
     assert (repo / "logs/transfer").is_dir() and (repo / "logs/tensorboard").is_dir()

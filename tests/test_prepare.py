@@ -142,7 +142,7 @@ def test_base_features_once_trains_the_same_head(trained_repo: Path, tmp_path: P
 
     Uses the pipeline's pretrained base (a random one gives vanishing features).
     """
-    monkeypatch.chdir(tmp_path)  # fit_phase writes reports/live/transfer.json
+    monkeypatch.chdir(tmp_path)  # relative paths stay in the test folder
     every = _train_transfer(trained_repo, tmp_path / "every", once=False)
     once = _train_transfer(trained_repo, tmp_path / "once", once=True)
     # the baseline stage's stored features stand in for the base: the same training again

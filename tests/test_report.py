@@ -166,16 +166,18 @@ def test_unknown_base_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monke
     assert not (tmp_path / "reports").exists()
 
 
-def test_test_metrics_come_first():
+def test_headline_then_details_then_other_files():
     diff = {
         "reports/export.json": {"size": {"old": 1, "new": 2}},
         "reports/metrics.json": {"accuracy": {"old": 0.5, "new": 0.6}},
-        "reports/live/finetune.json": {"epoch": {"old": None, "new": 3}},
+        "other/a.json": {"epoch": {"old": None, "new": 3}},
+        "reports/summary.json": {"finetune.accuracy": {"old": 0.5, "new": 0.6}},
     }
     changes = _changes(diff)
     assert list(changes) == [
+        "reports/summary.json",
         "reports/metrics.json",
         "reports/export.json",
-        "reports/live/finetune.json",
+        "other/a.json",
     ]
-    assert changes["reports/live/finetune.json"] == [Change("epoch", None, 3)]
+    assert changes["other/a.json"] == [Change("epoch", None, 3)]

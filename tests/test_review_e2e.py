@@ -88,10 +88,13 @@ def test_params_diff(repo: Path):
     assert diff["params.yaml"][LR]["new"] == NEW_LR
 
 
-def test_metrics_diff_covers_test_and_live_metrics(repo: Path):
+def test_metrics_diff_shows_the_headline_and_the_details_on_request(repo: Path):
     diff = json.loads(run(["dvc", "metrics", "diff", "main", "HEAD", "--json"], repo).stdout)
-    assert {"reports/metrics.json", "reports/live/transfer.json"} <= set(diff)
-    for path in ("reports/metrics.json", "reports/live/transfer.json"):
+    assert list(diff) == ["reports/summary.json"]  # the only top-level metrics file
+    details = ["reports/metrics.json", "reports/live/training/metrics.json"]
+    targeted = ["dvc", "metrics", "diff", "main", "HEAD", "--json", "--targets", *details]
+    diff |= json.loads(run(targeted, repo).stdout)
+    for path in ("reports/summary.json", *details):
         old = flat(json.loads(git_show(repo, "main", path)))
         new = flat(json.loads((repo / path).read_text()))
         changed = {k for k in new if old.get(k) != new[k]}
@@ -100,6 +103,10 @@ def test_metrics_diff_covers_test_and_live_metrics(repo: Path):
             assert diff[path][key]["old"] == old.get(key)
             assert diff[path][key]["new"] == new[key]
     assert "transfer.loss" in diff["reports/metrics.json"]
+    summary = json.loads((repo / "reports/summary.json").read_text())
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert summary["finetune"]["accuracy"] == metrics["finetune"]["accuracy"]
+    assert summary["baseline"]["accuracy"] == metrics["baseline"]["accuracy"]
 
 
 def test_plots_diff_shows_both_revisions(repo: Path, tmp_path: Path):
@@ -145,8 +152,8 @@ def test_review_report(repo: Path):
             c = Change(f"{phase}.{key}", old[phase][key], new[phase][key])
             row = f"| `{c.name}` | {fmt_value(c.old)} | {fmt_value(c.new)} | {fmt_delta(c)} |"
             assert row in lines
-    assert "### `reports/live/transfer.json`" in lines
-    assert "### `reports/live/finetune.json`" in lines
+    assert lines.index("### `reports/summary.json`") < lines.index("### `reports/metrics.json`")
+    assert "### `reports/export.json`" in lines  # details the review compares beside the headline
 
     links = re.findall(r"!\[(base|head)\]\(([^)]+)\)", text)
     shown = {(side, Path(link).name) for side, link in links}
@@ -170,28 +177,27 @@ def test_review_report(repo: Path):
     assert run(["git", "status", "--porcelain"], repo).stdout == ""
 
 
-def test_exp_show_reads_the_live_file_while_training_writes_it(repo: Path):
-    from pipeline.live import LiveMetrics
+def test_metrics_show_follows_the_dvclive_run_while_it_trains(repo: Path, monkeypatch):
+    from dvclive import Live
 
-    live = repo / "reports/live/finetune.json"
-    callback = LiveMetrics(live, max_epoch=9)  # what the finetune stage does, epoch by epoch
-    callback.on_train_begin()
-    callback.on_epoch_end(
-        6, {"loss": 0.5, "accuracy": 0.75, "val_loss": 0.625, "val_accuracy": 0.7}
-    )
+    monkeypatch.chdir(repo)
+    live_dir = repo / "reports/live/training"
+    steps = len((live_dir / "plots/metrics/train/loss.tsv").read_text().splitlines()) - 1
+    # what the finetune stage's callback does after each epoch
+    live = Live(str(live_dir), resume=True, dvcyaml=None, save_dvc_exp=False)
+    live.step = steps
+    live.log_metric("train/loss", 0.5)
+    live.log_metric("eval/accuracy", 0.75)
+    live.next_step()
     try:
-        workspace = exp_show(repo)[0]
-        assert workspace["rev"] == "workspace"
-        assert workspace["data"]["metrics"]["reports/live/finetune.json"]["data"] == {
-            "epoch": 7,
-            "max_epoch": 9,
-            "loss": 0.5,
-            "accuracy": 0.75,
-            "val_loss": 0.625,
-            "val_accuracy": 0.7,
-        }
+        shown = json.loads(
+            run(["dvc", "metrics", "show", "--json", str(live_dir / "metrics.json")], repo).stdout
+        )
+        data = shown[""]["data"]["reports/live/training/metrics.json"]["data"]
+        assert data["step"] == steps
+        assert data["train"]["loss"] == 0.5 and data["eval"]["accuracy"] == 0.75
     finally:
-        run(["git", "checkout", "--", "reports/live/finetune.json"], repo)
+        run(["git", "checkout", "--", "reports/live/training"], repo)
 
 
 def test_remote_round_trip(repo: Path, tmp_path: Path):
@@ -208,7 +214,6 @@ def test_remote_round_trip(repo: Path, tmp_path: Path):
         "models/base.weights.h5",
         "models/transfer/model.keras",
         "models/finetune/model.keras",
-        "logs/transfer",
     )
     assert not any((clone / p).exists() for p in restored)
     run(["dvc", "pull"], clone)
@@ -238,8 +243,8 @@ def test_experiment_with_a_profile_shows_params_and_metrics(repo: Path):
     for row in (baseline["data"], data):
         assert row["params"]["params.yaml"]["data"]["transfer"]["learning_rate"] == NEW_LR
         metrics = row["metrics"]
-        assert set(metrics) >= {"reports/metrics.json", "reports/live/finetune.json"}
-        assert 0 <= metrics["reports/metrics.json"]["data"]["finetune"]["accuracy"] <= 1
+        assert set(metrics) == {"reports/summary.json"}
+        assert 0 <= metrics["reports/summary.json"]["data"]["finetune"]["accuracy"] <= 1
     assert data["params"]["params.yaml"]["data"]["finetune"]["learning_rate"] == 0.0001
     assert data["params"]["params.yaml"]["data"]["profile"] == PROFILE
     assert baseline["data"]["params"]["params.yaml"]["data"]["profile"] == ""
@@ -249,13 +254,12 @@ def test_experiment_with_a_profile_shows_params_and_metrics(repo: Path):
         baseline["data"]["params"]["params.yaml"]["data"]["finetune"]["learning_rate"] == committed
     )
     # The experiment's metrics are what the run wrote (its results are in the workspace).
-    assert data["metrics"]["reports/metrics.json"]["data"] == json.loads(
-        (repo / "reports/metrics.json").read_text()
+    assert data["metrics"]["reports/summary.json"]["data"] == json.loads(
+        (repo / "reports/summary.json").read_text()
     )
     history = (repo / "reports/history/finetune.csv").read_text().splitlines()
-    assert data["metrics"]["reports/live/finetune.json"]["data"]["epoch"] == int(
-        history[-1].split(",")[0]
-    )
+    live = json.loads((repo / "reports/live/training/metrics.json").read_text())
+    assert live["step"] + 1 == int(history[-1].split(",")[0])  # 0-based step, 1-based epoch
     table = run(["dvc", "exp", "show", "--no-pager", "--md"], repo).stdout
     assert exp["name"] in table
 

@@ -28,9 +28,9 @@ def test_sample_weights_are_deterministic():
     params = parse_params(tiny_params_dict())
     from pipeline.utils import seed_everything
 
-    seed_everything(params.seed)
+    seed_everything(params.pretrain.seed)
     first, _ = pretrained_base(params)
-    seed_everything(params.seed)
+    seed_everything(params.pretrain.seed)
     second, _ = pretrained_base(params)
     for a, b in zip(first.weights, second.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -77,12 +77,64 @@ def test_actionlint_catches_mistakes(tmp_path: Path):
     assert "SC2046" in out  # shellcheck of the run: script
 
 
-def test_tests_run_on_push_and_pull_request_with_make_test():
+def test_tests_run_on_pushes_to_main_and_pull_requests_with_make_test():
     wf = load("test.yml")
-    assert {"push", "pull_request"} <= set(triggers(wf))
+    on = triggers(wf)
+    assert set(on) == {"push", "pull_request", "workflow_dispatch"}
+    assert on["push"]["branches"] == ["main"]  # a pull request's commits are tested once
     assert "bash .ci/run" in run_lines(wf)
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
-    assert "make lint" in ci and "make test" in ci
+    assert "make lint" in ci and "make test" in ci and "make repro" in ci
+    assert ci.index("make test") < ci.index("make repro")
+
+
+@pytest.mark.parametrize(("name", "events"), [("test.yml", ("push", "pull_request")),
+                                              ("pr.yml", ("pull_request",))])  # fmt: skip
+def test_documentation_changes_skip_the_heavy_workflows(name: str, events: tuple[str, ...]):
+    on = triggers(load(name))
+    for event in events:
+        assert {"**.md", "docs/**"} <= set(on[event]["paths-ignore"]), event
+
+
+@pytest.mark.parametrize("name", ["pr.yml", "retrain.yml", "test.yml"])
+def test_every_workflow_has_a_concurrency_group(name: str):
+    concurrency = load(name)["concurrency"]
+    assert concurrency["group"] and "cancel-in-progress" in concurrency
+
+
+def _caches(workflow: dict) -> dict[str, dict]:
+    """``{cached path: with}`` of the workflow's ``actions/cache`` steps."""
+    return {
+        step["with"]["path"]: step["with"]
+        for job in workflow["jobs"].values()
+        for step in job["steps"]
+        if str(step.get("uses", "")).startswith("actions/cache@")
+    }
+
+
+@pytest.mark.parametrize("name", ["pr.yml", "retrain.yml", "test.yml"])
+def test_pip_cache_is_keyed_on_the_lock_file(name: str):
+    caches = _caches(load(name))
+    assert "hashFiles('requirements.lock')" in caches["~/.cache/pip"]["key"]
+
+
+@pytest.mark.parametrize("name", ["pr.yml", "retrain.yml"])
+def test_dvc_and_kagglehub_caches_are_keyed_on_the_lock_and_the_handles(name: str):
+    wf = load(name)
+    caches = _caches(wf)
+    dvc, kaggle = caches[".dvc/cache"], caches["~/.cache/kagglehub"]
+    assert "hashFiles('requirements.lock')" in dvc["key"]
+    assert (
+        "steps.keys.outputs.kaggle" in dvc["key"] and "steps.keys.outputs.kaggle" in kaggle["key"]
+    )
+    assert dvc["restore-keys"]  # the newest cache of the same lock when the handles change
+    keys = next(s for j in wf["jobs"].values() for s in j["steps"] if s.get("id") == "keys")
+    assert "params.yaml profiles/*.yaml" in keys["run"] and "handle" in keys["run"]
+
+
+def test_the_reproducibility_check_computes_every_stage():
+    """test.yml restores no DVC cache: `make repro` in .ci/run must really run the stages."""
+    assert ".dvc/cache" not in _caches(load("test.yml"))
 
 
 def test_pull_request_runs_the_pipeline_and_comments_the_report():

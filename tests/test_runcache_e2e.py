@@ -1,0 +1,135 @@
+"""End to end: DVC's run-cache and queued experiments, as a user runs them.
+
+One repo for the module: a copy of the session's tiny run, committed. Running every stage again
+reproduces every committed file; going back to params that already ran restores every stage
+from the run-cache instead of running it; a queued sweep runs only the stages its param changes
+and restores the rest; ``dvc exp show`` and the readable view (``make exp-show``) list it.
+Times are printed (``-s``), never asserted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e import run, stages_run
+from tests.test_pipeline_e2e import ALL_STAGES
+from tests.test_review_e2e import make
+
+pytestmark = pytest.mark.slow
+SWEEP = (2.0e-5, 3.0e-5, 5.0e-5)  # finetune.learning_rate; the tiny params use 1e-5
+RERUN = (
+    "evaluate",
+    "model_card",
+)  # no run-cache: reports/metrics.json, diagnosis.md, model_card.md
+
+
+def restored(output: str) -> list[str]:
+    """Stages that ``dvc repro`` / ``dvc exp run`` restored from the run-cache."""
+    return re.findall(r"Stage '([^']+)' is cached - skipping run", output)
+
+
+@pytest.fixture(scope="module")
+def repo(trained_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("runcache") / "repo"
+    shutil.copytree(trained_repo, path, symlinks=True)
+    run(["git", "add", "-A"], path)
+    run(["git", "commit", "-qm", "Tiny run"], path)
+    return path
+
+
+def test_forced_rerun_reproduces_every_output_byte_for_byte(repo: Path):
+    """What .ci/run checks on the demo: running every stage again changes no committed file.
+
+    Models, exports and reports hold no save times, memory addresses, random ids or wall times,
+    so dvc.lock records the same hashes.
+    """
+    assert stages_run(run(["dvc", "repro", "-f"], repo).stdout) == ALL_STAGES
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""
+
+
+def test_param_round_trip_restores_every_stage_without_training(repo: Path):
+    params_file = repo / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    params["seed"] += 1  # every stage reads it, directly or through its inputs
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    assert stages_run(run(["dvc", "repro"], repo).stdout) == ALL_STAGES
+
+    params_file.write_text(original)
+    start = time.perf_counter()
+    out = run(["dvc", "repro"], repo).stdout
+    seconds = time.perf_counter() - start
+    print(f"\nrun-cache round trip (tiny params): {seconds:.1f} s for {len(ALL_STAGES)} stages")
+    # every stage that trains or computes is restored; evaluate and model_card keep documents
+    # in git that are neither metrics nor plots, which DVC does not store in its run-cache
+    assert restored(out) == [s for s in ALL_STAGES if s not in RERUN], out
+    assert stages_run(out) == list(RERUN), out  # no training
+    # outputs, dvc.lock and the committed reports are exactly those of the first run
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+
+
+def _wait_for_queue(repo: Path, timeout: float = 1500) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = run(["dvc", "queue", "status"], repo).stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(5)
+
+
+def test_queued_sweep_reuses_the_shared_stages(repo: Path):
+    for lr in SWEEP:
+        run(["dvc", "exp", "run", "--queue", "-S", f"finetune.learning_rate={lr}"], repo)
+    start = time.perf_counter()
+    run(["dvc", "queue", "start", "-j", "1"], repo)
+    status = _wait_for_queue(repo)
+    print(f"\nqueued sweep of {len(SWEEP)} (tiny params): {time.perf_counter() - start:.0f} s")
+    assert status.count("Success") == len(SWEEP), status
+
+    (baseline,) = [r for r in json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+                   if r["rev"] != "workspace"]  # fmt: skip
+    exps = [exp["revs"][0] for exp in baseline["experiments"]]
+    lrs = sorted(
+        e["data"]["params"]["params.yaml"]["data"]["finetune"]["learning_rate"] for e in exps
+    )
+    assert lrs == sorted(SWEEP)
+    for exp in exps:
+        summary = exp["data"]["metrics"]["reports/summary.json"]["data"]
+        assert 0 <= summary["finetune"]["accuracy"] <= 1
+        log = run(["dvc", "queue", "logs", exp["name"]], repo).stdout
+        # fine-tuning and what follows ran; the stages before it were reused, not run again
+        assert stages_run(log) == ["finetune", "evaluate", "export", "model_card"], log[-3000:]
+    # the workspace is untouched by queued runs
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""
+
+
+def _columns(csv_text: str) -> list[str]:
+    return next(csv.reader(io.StringIO(csv_text)))
+
+
+def test_exp_show_columns(repo: Path):
+    """The headline: 6 metric columns; ``make exp-show``: at most 20 columns in all."""
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    data = next(r for r in shown if r["rev"] != "workspace")["data"]
+    assert list(data["metrics"]) == ["reports/summary.json"]
+    summary = data["metrics"]["reports/summary.json"]["data"]
+    assert sum(len(v) if isinstance(v, dict) else 1 for v in summary.values()) == 6
+    every = _columns(run(["dvc", "exp", "show", "--no-pager", "--csv"], repo).stdout)
+    view = _columns(make(repo, "exp-show", "ARGS=--csv").stdout)
+    print(f"\ndvc exp show: {len(every)} CSV columns; make exp-show: {len(view)}")
+    assert len(view) <= 20
+    assert view[:2] == ["Experiment", "Created"]
+    for column in ("baseline.accuracy", "finetune.accuracy", "seed", "finetune.learning_rate"):
+        assert column in view
+    assert set(view) <= set(every)
