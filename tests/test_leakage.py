@@ -12,6 +12,8 @@ from pipeline.params import SplitParams
 from pipeline.split import SPLITS, main, make_split
 from pipeline.utils import read_csv, read_json
 
+SPLIT = SplitParams(train=0.7, val=0.2, test=0.1)  # the real profiles' fractions
+
 
 def _frames(root: Path, cls: str, scenes: int, per_scene: int, rng: np.random.Generator) -> None:
     """``scenes`` random pictures, each saved ``per_scene`` times with a little noise."""
@@ -101,7 +103,7 @@ def test_cross_class_groups_stay_whole_and_the_split_stays_stratified():
     # ten twin pairs across the classes (a/i ~ b/i), the other images single
     group_of = {p: i for c in classes for i, p in enumerate(classes[c])}
     group_of.update({f"b/{i:02d}.jpg": 100 + i for i in range(10, 50)})
-    parts = make_split(classes, SplitParams(), 5, group_of)
+    parts = make_split(classes, SPLIT, 5, group_of)
     where = {p: s for s in SPLITS for p, _ in parts[s]}
     assert len(where) == 100
     for i in range(10):
@@ -111,7 +113,7 @@ def test_cross_class_groups_stay_whole_and_the_split_stays_stratified():
     for c in classes:
         got = {s: sum(label == c for _, label in parts[s]) for s in SPLITS}
         assert got == {"train": 35, "val": 10, "test": 5}
-    assert make_split(classes, SplitParams(), 5, group_of) == parts
+    assert make_split(classes, SPLIT, 5, group_of) == parts
 
 
 def test_class_held_only_by_cross_class_groups_is_refused():
@@ -120,7 +122,7 @@ def test_class_held_only_by_cross_class_groups_is_refused():
     from pipeline.utils import PipelineError
 
     with pytest.raises(PipelineError, match=r"class 'b'.*3 in groups shared with other classes"):
-        make_split(classes, SplitParams(), 0, group_of)
+        make_split(classes, SPLIT, 0, group_of)
 
 
 def _twins_across_classes(root: Path) -> list[tuple[str, str]]:
