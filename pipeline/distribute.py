@@ -167,7 +167,7 @@ def setup(cfg: TrainParams, seed: int) -> Any:
         if config is None:
             raise PipelineError(
                 "train.distribution is 'multi_worker' but TF_CONFIG is not set: set it on every "
-                f"machine, e.g. TF_CONFIG='{TF_CONFIG_EXAMPLE}' (see README, Distributed training)"
+                f"machine, e.g. TF_CONFIG='{TF_CONFIG_EXAMPLE}' (see docs/distributed.md)"
             )
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     else:
