@@ -28,9 +28,9 @@ def test_no_persistent_output_so_the_run_cache_works():
 
 def test_git_tracked_outputs_are_metrics_or_plots_except_the_review_documents():
     """DVC saves no run-cache entry for a stage with a `cache: false` output that is neither a
-    metric nor a plot of the stage; only evaluate and model_card keep such documents."""
+    metric nor a plot of the stage; only model_card keeps such a document (the model card)."""
     plain = {p: o for p, o in _outs(("outs",)).items() if o.get("cache") is False}
-    assert set(plain) == {"reports/metrics.json", "reports/diagnosis.md", "reports/model_card.md"}
+    assert set(plain) == {"reports/model_card.md"}
     runnable_from_cache = [
         name
         for name, spec in DVC_YAML["stages"].items()
@@ -39,7 +39,7 @@ def test_git_tracked_outputs_are_metrics_or_plots_except_the_review_documents():
     ]  # fmt: skip
     assert runnable_from_cache == [
         "download_data", "download_weights", "split", "prepare", "baseline", "transfer",
-        "finetune", "export",
+        "finetune", "evaluate", "export",
     ]  # fmt: skip
 
 
