@@ -25,7 +25,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline.models import build_base, keras_hub_base_from_preset, preprocessing
+from pipeline.models import (
+    build_base,
+    keras_hub_backbone_class,
+    keras_hub_base_from_preset,
+    preprocessing,
+)
 from pipeline.params import KERAS_HUB, Params
 from pipeline.synthetic import ANIMALS, animal_batch
 from pipeline.utils import PipelineError, log
@@ -140,7 +145,7 @@ def _kaggle(params: Params) -> tuple[keras.Model, Provenance]:
 def _keras_hub(params: Params) -> tuple[keras.Model, Provenance]:
     from pipeline.sources.kaggle import download_keras_hub_preset
 
-    folder, info = download_keras_hub_preset(params)
+    folder, info = download_keras_hub_preset(params, keras_hub_backbone_class)
     try:
         base, spec = keras_hub_base_from_preset(folder)
     except Exception as exc:  # a preset whose files keras-hub cannot build an image backbone from

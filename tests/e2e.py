@@ -6,7 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from pipeline.bench import make_project
+from pipeline.tools.bench import make_project
 from pipeline.utils import subprocess_env
 from tests.conftest import ROOT
 

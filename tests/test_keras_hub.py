@@ -274,7 +274,7 @@ def test_wrong_handle_version_or_preset_fails_clearly(hub, case, expected):
 
 
 def test_failed_download_keeps_the_previous_base(hub, tmp_path):
-    from pipeline import download_weights
+    from pipeline.stages import download_weights
 
     params_file, out, info = tmp_path / "params.yaml", tmp_path / "base.weights.h5", tmp_path / "i"
     model = {"architecture": "keras_hub", "alpha": 1.0, "weights": "kaggle"}

@@ -428,13 +428,17 @@ def _preset_json(path: Path, h: KaggleHandle) -> dict[str, Any]:
     return value
 
 
-def download_keras_hub_preset(params: Params) -> tuple[Path, dict[str, Any]]:
+def download_keras_hub_preset(
+    params: Params, backbone_class: Callable[[dict[str, Any]], type]
+) -> tuple[Path, dict[str, Any]]:
     """Download the KerasHub image preset ``model.kaggle_handle``; return its folder and provenance.
 
     ``model.kaggle_handle`` is a pinned Kaggle model (``owner/model/keras/preset/N``). Only the
     files the pipeline uses are downloaded, one by one, each checked before the next
-    (:data:`KERAS_HUB_FILES`): ``config.json`` must name a KerasHub image backbone, so a wrong
-    or non-image preset fails before its weights are downloaded. They land in one folder of
+    (:data:`KERAS_HUB_FILES`): ``config.json`` must name a KerasHub image backbone
+    (``backbone_class(config)`` returns its class or raises ``ValueError`` saying why not:
+    :func:`pipeline.models.keras_hub_backbone_class`), so a wrong or non-image preset fails
+    before its weights are downloaded. They land in one folder of
     kagglehub's cache, which :func:`pipeline.models.keras_hub_base_from_preset` builds from.
     """
     key = "model.kaggle_handle"
@@ -447,10 +451,8 @@ def download_keras_hub_preset(params: Params) -> tuple[Path, dict[str, Any]]:
     )
     config_path = kaggle_download(h, key, "config.json", note)
     config = _preset_json(config_path, h)
-    from pipeline.models import keras_hub_backbone_class
-
     try:
-        cls = keras_hub_backbone_class(config)
+        cls = backbone_class(config)
     except ValueError as exc:
         raise PipelineError(
             f"Kaggle model {h.handle} cannot be the base: {exc}. Set model.kaggle_handle to a "

@@ -15,7 +15,7 @@ phase's events added to the same ``train/`` and ``validation/`` runs, so that
 ``tensorboard --logdir logs/tensorboard`` shows both phases as one continuous curve (epochs and
 optimizer steps both continue). In a multi-worker run only the chief writes them.
 
-Usage: ``python -m pipeline.finetune [--params params.yaml]``
+Usage: ``python -m pipeline.stages.finetune [--params params.yaml]``
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import io
 import shutil
 from pathlib import Path
 
+from pipeline import paths
 from pipeline.params import load_params
 from pipeline.utils import (
     PipelineError,
@@ -36,18 +37,22 @@ from pipeline.utils import (
 )
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Fine-tuning: unfreeze the last base layers.")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--model", default="models/transfer", type=Path)
-    parser.add_argument("--out", default="models/finetune", type=Path)
-    parser.add_argument("--history", default="reports/history/finetune.csv", type=Path)
-    parser.add_argument("--summary", default="reports/model_summary.txt", type=Path)
-    parser.add_argument("--transfer-logs", default="logs/transfer", type=Path)
-    parser.add_argument("--logs", default="logs/tensorboard", type=Path)
-    parser.add_argument("--transfer-live", default="reports/live/transfer", type=Path)
-    parser.add_argument("--live", default="reports/live/training", type=Path)
-    args = parser.parse_args(argv)
+    parser.add_argument("--params", default=paths.PARAMS)
+    parser.add_argument("--model", default=paths.TRANSFER, type=Path)
+    parser.add_argument("--out", default=paths.FINETUNE, type=Path)
+    parser.add_argument("--history", default=paths.FINETUNE_HISTORY, type=Path)
+    parser.add_argument("--summary", default=paths.MODEL_SUMMARY, type=Path)
+    parser.add_argument("--transfer-logs", default=paths.TRANSFER_LOGS, type=Path)
+    parser.add_argument("--logs", default=paths.TENSORBOARD_LOGS, type=Path)
+    parser.add_argument("--transfer-live", default=paths.LIVE_TRANSFER, type=Path)
+    parser.add_argument("--live", default=paths.LIVE_TRAINING, type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
 
     params = load_params(args.params)
     model_file, state_file = args.model / "model.keras", args.model / "state.json"

@@ -7,7 +7,7 @@ DVC's own diff commands: ``dvc params diff``, ``dvc metrics diff`` (the headline
 revisions, as images side by side, and as interactive plots in ``plots/index.html``). The fit
 diagnosis of the workspace (``reports/diagnosis.md``) is included when it exists.
 
-Usage: ``python -m pipeline.report [--base main] [--out reports/review/report.md]``
+Usage: ``python -m pipeline.tools.report [--base main] [--out reports/review/report.md]``
 
 The output folder holds the report, its images and the HTML plots; it is not a pipeline output
 (``reports/review/`` is git-ignored). CI posts the report as a pull-request comment.
@@ -425,7 +425,7 @@ def run_base(base_commit: str, profile: str, ref: str = BASE_RUN_REF) -> str:
         in_clone(["dvc", "checkout"], "dvc checkout", check=False)  # what the cache has
         log.info("running the base (%s) with profile '%s' in %s", base_commit[:9], profile, clone)
         in_clone(
-            [sys.executable, "-m", "pipeline.experiment", "--profile", profile],
+            [sys.executable, "-m", "pipeline.tools.experiment", "--profile", profile],
             f"make experiment PROFILE={profile}",
         )
         in_clone(["git", "add", "-A"], "git add")

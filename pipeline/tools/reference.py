@@ -1,7 +1,7 @@
 """The reference: the plain recipe of the Keras guide "Transfer learning & fine-tuning".
 
 A short, self-contained Keras script, deliberately outside the pipeline (none of its model,
-data or training code), that ``python -m pipeline.bench quality`` runs on the same split and
+data or training code), that ``python -m pipeline.tools.bench quality`` runs on the same split and
 weights as the pipeline, so that the pipeline's recipe is measured against what a plain script
 reaches: random horizontal flip, MobileNetV2 with ``base(x, training=False)``, a linear head with
 light dropout trained at 1e-3, then the last third of the base fine-tuned at 1e-4, keeping the

@@ -1,6 +1,6 @@
 """Benchmarks: where an epoch's time goes, and how long the whole pipeline takes.
 
-``python -m pipeline.bench steps`` measures, in one process, on the model and image size of
+``python -m pipeline.tools.bench steps`` measures, in one process, on the model and image size of
 ``params.yaml`` (with ``--profile`` and ``--set``, below) and on freshly drawn frames:
 
 * the **forward** pass on an in-memory batch: the model's ceiling, images/s;
@@ -22,16 +22,16 @@ random, with the BatchNorm statistics of the frames: speed does not depend on th
 values, but a purely random network's vanishing activations would compute on slow denormal
 floats.
 
-``python -m pipeline.bench repro`` times a whole ``dvc repro`` in a throw-away copy of the
+``python -m pipeline.tools.bench repro`` times a whole ``dvc repro`` in a throw-away copy of the
 project on a generated dataset of a given size (``--preset tom-and-jerry``: 5,480 frames with a
 720 px short side and the CPU profile ``profiles/tom-and-jerry.yaml``), the peak memory of any
 stage, and then the no-op ``dvc repro``.
 
-``python -m pipeline.bench quality --profile tom-and-jerry --data DIR --weights FILE`` is the
+``python -m pipeline.tools.bench quality --profile tom-and-jerry --data DIR --weights FILE`` is the
 real-data check: the whole pipeline with a profile on a local folder of class sub-folders, in a
 throw-away copy, printing the val/test accuracy and macro F1 of the linear-probe baseline, the
 transfer-only and the fine-tuned model with each phase's wall time and peak memory, and the same
-for the plain Keras guide recipe (:mod:`pipeline.reference`) on the same split and weights.
+for the plain Keras guide recipe (:mod:`pipeline.tools.reference`) on the same split and weights.
 
 ``--profile NAME`` applies ``profiles/NAME.yaml`` and ``--set key=value`` any param, validated
 as ``make experiment`` validates them.
@@ -60,8 +60,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from pipeline import experiment
 from pipeline.params import Params, parse_params, read_yaml
+from pipeline.tools import experiment
 from pipeline.utils import PipelineError, log, setup_logging, subprocess_env, write_json
 
 # The Kaggle "Tom and Jerry image classification" set: 5,478 frames, mostly 1280x720, with the
@@ -182,7 +182,7 @@ def bench_steps(
     import keras
     import tensorflow as tf
 
-    from pipeline.data import Split, make_dataset, prepared_path
+    from pipeline.data import Split, make_dataset, prepare_images, prepared_path
     from pipeline.models import (
         calibrate_batchnorm,
         classifier_from_params,
@@ -192,7 +192,6 @@ def bench_steps(
         split_at_features,
         unfreeze_last,
     )
-    from pipeline.prepare import prepare_images
     from pipeline.training import extract_features, feature_dataset, inference_fn, view_dataset
     from pipeline.utils import seed_everything
 
@@ -493,7 +492,7 @@ def bench_quality(raw: dict, work: Path, root: Path, reference: bool = True) -> 
     Returns val/test accuracy and macro F1 of the linear-probe baseline, the transfer-only and
     the fine-tuned model, each phase's stage wall time (s) and peak memory (MiB), the data
     stages' time and the whole ``dvc repro``'s; with ``reference``, also what the plain Keras
-    guide recipe (:mod:`pipeline.reference`) reaches on the same split and base weights, and
+    guide recipe (:mod:`pipeline.tools.reference`) reaches on the same split and base weights, and
     its training time.
     """
     project = work / "project"
@@ -512,7 +511,7 @@ def bench_quality(raw: dict, work: Path, root: Path, reference: bool = True) -> 
     }
     params = parse_params(raw)
     if reference and params.model.architecture == "mobilenet_v2":
-        from pipeline.reference import reference_run
+        from pipeline.tools.reference import reference_run
 
         ref = reference_run(
             project,

@@ -1,39 +1,26 @@
-"""Stage ``model_card``: ``reports/model_card.md`` and the gallery of misclassified test images.
+"""The model card: ``reports/model_card.md`` rendered from the pipeline's reports.
 
-Reads the params the card lists (``profile``, ``seed``, ``data``, ``split``, ``model``,
-``pretrain``, ``augmentation``, ``transfer``, ``finetune``, ``train``, ``export``; the class
-weights of ``train.class_weight`` are computed from the train manifest, as the training phases
-compute them) and the pipeline's outputs:
-``reports/metrics.json``, ``reports/predictions.csv``, ``reports/history/*.csv``,
-``reports/data_source.json``, ``reports/weights_source.json``, ``reports/export.json`` and the
-manifests in ``data/split``; ``reports/diagnosis.md`` and ``reports/leakage.json`` are included
-when they exist (else the card says they are not available / not checked). Writes
-``reports/model_card.md`` and ``reports/misclassified.png`` (the fine-tuned model's misclassified
-test images, most confident first, from ``data/raw``).
-
-Usage: ``python -m pipeline.model_card [--params params.yaml]``
+:func:`render_card` writes the Markdown from the params, the metrics, the provenance of data and
+weights, the export checks, the class counts (:func:`class_counts`) and the training histories;
+:func:`load_gallery_items` picks the misclassified test images for the gallery. The
+``model_card`` stage (:mod:`pipeline.stages.model_card`) reads the reports and writes the card.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from pipeline.balance import describe, weights_from_counts
-from pipeline.params import AugmentationParams, Params, load_params
+from pipeline.params import AugmentationParams, Params
 from pipeline.utils import (
     PipelineError,
-    atomic_file,
-    log,
     markdown_table,
     read_csv,
     read_json,
-    run_stage,
 )
 
 SPLITS = ("train", "val", "test")
@@ -288,8 +275,8 @@ def render_card(
     out: list[str] = [
         f"# Model card: {arch} image classifier, {len(classes)} classes",
         "",
-        "Written by the `model_card` stage (`python -m pipeline.model_card`) from the pipeline's "
-        "reports; regenerate it with `dvc repro` rather than editing it.",
+        "Written by the `model_card` stage (`python -m pipeline.stages.model_card`) from the "
+        "pipeline's reports; regenerate it with `dvc repro` rather than editing it.",
         "",
         "## Model",
         "",
@@ -453,7 +440,7 @@ def render_card(
         "## Intended use",
         "",
         _intended_use(data_info, classes),
-        "Use `python -m pipeline.predict` (same decoding as in training) or the exported "
+        "Use `python -m pipeline.tools.predict` (same decoding as in training) or the exported "
         "SavedModel / TFLite file with the same input preprocessing.",
         "",
         "## Limitations",
@@ -493,63 +480,3 @@ def load_gallery_items(
             }
         )
     return items, len(wrong)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write the model card and the error gallery.")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--reports", default="reports", type=Path)
-    parser.add_argument("--split", default="data/split", type=Path)
-    parser.add_argument("--data", default="data/raw", type=Path)
-    parser.add_argument("--out", default="reports/model_card.md", type=Path)
-    parser.add_argument("--gallery", default="reports/misclassified.png", type=Path)
-    parser.add_argument("--max-images", default=36, type=int, help="images in the gallery")
-    args = parser.parse_args(argv)
-
-    params = load_params(args.params)
-    reports = args.reports
-    needed = {
-        "metrics.json": "evaluate",
-        "predictions.csv": "evaluate",
-        "data_source.json": "download_data",
-        "weights_source.json": "download_weights",
-        "export.json": "export",
-        "history/transfer.csv": "transfer",
-        "history/finetune.csv": "finetune",
-    }
-    for name, stage in needed.items():
-        if not (reports / name).is_file():
-            raise PipelineError(f"{reports / name} not found: run the {stage} stage first")
-    if not (args.split / "classes.json").is_file():
-        raise PipelineError(f"{args.split}/classes.json not found: run the split stage first")
-
-    from pipeline import plots
-
-    classes, counts = class_counts(args.split)
-    items, n_wrong = load_gallery_items(
-        read_csv(reports / "predictions.csv"), args.data, args.max_images
-    )
-    plots.misclassified_gallery(items, args.gallery, total=n_wrong)
-    diagnosis = reports / "diagnosis.md"
-    leakage = reports / "leakage.json"
-    card = render_card(
-        params,
-        read_json(reports / "metrics.json"),
-        read_json(reports / "data_source.json"),
-        read_json(reports / "weights_source.json"),
-        read_json(reports / "export.json"),
-        classes,
-        counts,
-        {p: read_csv(reports / "history" / f"{p}.csv") for p in PHASES},
-        diagnosis=diagnosis.read_text(encoding="utf-8") if diagnosis.is_file() else None,
-        leakage=read_json(leakage) if leakage.is_file() else None,
-        gallery=Path(os.path.relpath(args.gallery, args.out.parent)).as_posix(),
-        misclassified=n_wrong,
-    )
-    with atomic_file(args.out) as fh:
-        fh.write(card)
-    log.info("wrote %s and %s (%d misclassified)", args.out, args.gallery, n_wrong)
-
-
-if __name__ == "__main__":
-    run_stage(main)

@@ -17,7 +17,7 @@ base, size and split; with augmentation and ``transfer.augmented_views`` > 0, th
 that many augmented views of the train features instead, computed once. Otherwise the whole
 model runs on every batch of augmented images (:func:`pipeline.data.augment_batch`).
 
-Usage: ``python -m pipeline.transfer [--params params.yaml]``
+Usage: ``python -m pipeline.stages.transfer [--params params.yaml]``
 """
 
 from __future__ import annotations
@@ -25,20 +25,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipeline import paths
 from pipeline.params import load_params
 from pipeline.utils import PipelineError, log, run_stage, write_json
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Transfer learning: frozen base, new head.")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--weights", default="models/base.weights.h5", type=Path)
-    parser.add_argument("--features", default="data/features", type=Path)
-    parser.add_argument("--out", default="models/transfer", type=Path)
-    parser.add_argument("--history", default="reports/history/transfer.csv", type=Path)
-    parser.add_argument("--logs", default="logs/transfer", type=Path)
-    parser.add_argument("--live", default="reports/live/transfer", type=Path)
-    args = parser.parse_args(argv)
+    parser.add_argument("--params", default=paths.PARAMS)
+    parser.add_argument("--weights", default=paths.BASE_WEIGHTS, type=Path)
+    parser.add_argument("--features", default=paths.FEATURES, type=Path)
+    parser.add_argument("--out", default=paths.TRANSFER, type=Path)
+    parser.add_argument("--history", default=paths.TRANSFER_HISTORY, type=Path)
+    parser.add_argument("--logs", default=paths.TRANSFER_LOGS, type=Path)
+    parser.add_argument("--live", default=paths.LIVE_TRANSFER, type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
 
     params = load_params(args.params)
     if not args.weights.is_file():
