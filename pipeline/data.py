@@ -30,9 +30,10 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.params import AugmentationParams
+from pipeline.paths import PREPARED, RAW, SPLIT
 from pipeline.utils import PipelineError, read_csv, read_json
 
-PREPARED_DIR = Path("data/prepared")
+PREPARED_DIR = PREPARED
 PREPARED_INFO = "prepared.json"
 PREPARED_SUFFIX = ".npy"
 PREPARED_FORMAT = (
@@ -70,9 +71,7 @@ def _manifest(name: str, split_dir: Path) -> tuple[Path, list[dict[str, str]], l
     return manifest, rows, list(classes)
 
 
-def load_split(
-    name: str, split_dir: str | Path = "data/split", data_dir: str | Path = "data/raw"
-) -> Split:
+def load_split(name: str, split_dir: str | Path = SPLIT, data_dir: str | Path = RAW) -> Split:
     """Read ``<split_dir>/<name>.csv`` and ``classes.json``; resolve paths under ``data_dir``."""
     split_dir, data_dir = Path(split_dir), Path(data_dir)
     _, rows, classes = _manifest(name, split_dir)
@@ -98,7 +97,7 @@ def prepared_path(prepared_dir: str | Path, name: str) -> Path:
 def load_prepared(
     name: str,
     prepared_dir: str | Path = PREPARED_DIR,
-    split_dir: str | Path = "data/split",
+    split_dir: str | Path = SPLIT,
     image_size: int | None = None,
 ) -> Split:
     """The split ``name`` as prepared images; checks they match the split and ``image_size``.

@@ -19,7 +19,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-PARAMS_FILE = Path("params.yaml")
+from pipeline import paths
+
+PARAMS_FILE = paths.PARAMS
 
 # Layers of each supported keras.applications base (include_top=False), counted the way
 # ``len(base.layers)`` counts them. Validation uses the table so that stages which do not import

@@ -20,6 +20,7 @@ RAW = DATA / "raw"  # download_data: one folder of images per class
 SPLIT = DATA / "split"  # split: {train,val,test}.csv and classes.json
 PREPARED = DATA / "prepared"  # prepare: one .npy per image, and prepared.json
 FEATURES = DATA / "features"  # baseline: the frozen base's pooled features and the probe
+CLASSES = SPLIT / "classes.json"  # the class names in label-index order
 
 # models/
 MODELS = Path("models")

@@ -26,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pipeline import paths
 from pipeline.data import PREPARED_DIR, Split, load_prepared, make_dataset
 from pipeline.params import AugmentationParams
 from pipeline.utils import PipelineError, log, write_csv
@@ -64,7 +65,7 @@ def load_train_val(
     image_size: int,
     batch_size: int,
     seed: int,
-    split_dir: str | Path = "data/split",
+    split_dir: str | Path = paths.SPLIT,
     prepared_dir: str | Path = PREPARED_DIR,
     augment: AugmentationParams | None = None,
 ) -> tuple[Split, tf.data.Dataset, tf.data.Dataset]:
@@ -113,7 +114,7 @@ def feature_datasets(
     image_size: int,
     batch_size: int,
     seed: int,
-    split_dir: str | Path = "data/split",
+    split_dir: str | Path = paths.SPLIT,
     prepared_dir: str | Path = PREPARED_DIR,
     stored: dict[str, np.ndarray] | None = None,
     augment: AugmentationParams | None = None,
@@ -215,8 +216,8 @@ def view_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-LIVE_TRANSFER = Path("reports/live/transfer")
-LIVE_TRAINING = Path("reports/live/training")
+LIVE_TRANSFER = paths.LIVE_TRANSFER
+LIVE_TRAINING = paths.LIVE_TRAINING
 
 
 def open_live(path: str | Path, *, first_step: int, resume_from: str | Path | None = None) -> Live:

@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from pipeline import paths
 from pipeline.params import Params, parse_params, read_yaml
 from pipeline.tools import experiment
 from pipeline.utils import PipelineError, log, setup_logging, subprocess_env, write_json
@@ -199,10 +200,10 @@ def bench_steps(
     seed_everything(params.seed)
     log.info("drawing %d frames (short side %d px)", images, frame_side)
     files = draw_frames(work / "raw", images, frame_side, params.seed)
-    paths, labels = [p for p, _ in files], [y for _, y in files]
-    names = [Path(p).relative_to(work / "raw").as_posix() for p in paths]
+    frames, labels = [p for p, _ in files], [y for _, y in files]
+    names = [Path(p).relative_to(work / "raw").as_posix() for p in frames]
     classes = sorted({Path(n).parts[0] for n in names})
-    raw = Split(paths, labels, classes, names)
+    raw = Split(frames, labels, classes, names)
     n = len(raw)
     results: dict[str, Any] = {"images": n, "frame_side": frame_side, "rounds": rounds}
 
@@ -213,7 +214,7 @@ def bench_steps(
     # Input pipeline: decoding every epoch (naive) vs decoding once, then reading arrays.
     results["decode"] = n / timed(lambda: consume(make_dataset(raw, size, 32)), 1)
     start = time.perf_counter()
-    prepare_images(paths, names, work / "prepared", size)
+    prepare_images(frames, names, work / "prepared", size)
     results["prepare"] = n / (time.perf_counter() - start)
     ready = Split(
         [str(prepared_path(work / "prepared", x)) for x in names], labels, classes, names, True
@@ -461,9 +462,9 @@ def bench_repro(
         noop.append(time.perf_counter() - start)
         if "Running stage" in again.stdout:
             raise PipelineError(f"the second dvc repro ran stages:\n{again.stdout[-2000:]}")
-    metrics = json.loads((project / "reports/metrics.json").read_text())
+    metrics = json.loads((project / paths.METRICS).read_text())
     return {
-        "images": sum(1 for _ in (project / "data/prepared").rglob("*.npy")),
+        "images": sum(1 for _ in (project / paths.PREPARED).rglob("*.npy")),
         "frame_side": frame_side,
         "repro_s": round(wall, 1),
         "stages": stages,
@@ -497,8 +498,8 @@ def bench_quality(raw: dict, work: Path, root: Path, reference: bool = True) -> 
     """
     project = work / "project"
     wall, stages = run_repro(project, raw, root)
-    metrics = json.loads((project / "reports/metrics.json").read_text())
-    train = (project / "data/split/train.csv").read_text().count("\n") - 1
+    metrics = json.loads((project / paths.METRICS).read_text())
+    train = (project / paths.SPLIT / "train.csv").read_text().count("\n") - 1
     phases = {
         phase: {
             "val_accuracy": metrics[phase]["val_accuracy"],
@@ -517,13 +518,13 @@ def bench_quality(raw: dict, work: Path, root: Path, reference: bool = True) -> 
             project,
             params.data.image_size,
             params.model.alpha,
-            str(project / "models/base.weights.h5"),
+            str(project / paths.BASE_WEIGHTS),
             params.seed,
         )
         phases["reference"] = {**ref, "s": ref["train_s"]}
     return {
         "images": {"train": train, "val": metrics["val_images"], "test": metrics["test_images"]},
-        "classes": len(json.loads((project / "data/split/classes.json").read_text())),
+        "classes": len(json.loads((project / paths.CLASSES).read_text())),
         "phases": phases,
         "verdicts": {p: metrics["diagnosis"][p]["verdict"] for p in ("transfer", "finetune")},
         "below_baseline": [
@@ -591,7 +592,7 @@ def _absolute(values: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("steps", "repro", "quality"))
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params", default=paths.PARAMS)
     parser.add_argument("--preset", choices=sorted(PRESETS))
     parser.add_argument("--profile", help="apply profiles/<name>.yaml (after the preset's)")
     parser.add_argument(

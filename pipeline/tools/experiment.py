@@ -31,9 +31,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from pipeline import paths
 from pipeline.params import PARAMS_FILE, Params, ParamsError, parse_params, parse_yaml, read_yaml
 
-PROFILES_DIR = Path("profiles")
+PROFILES_DIR = paths.PROFILES
 
 
 class ExperimentError(ValueError):

@@ -34,8 +34,10 @@ import numpy as np
 if TYPE_CHECKING:
     import keras
 
-DEFAULT_MODEL = Path("models/finetune/model.keras")
-DEFAULT_CLASSES = Path("data/split/classes.json")
+from pipeline.paths import CLASSES, FINETUNED_MODEL
+
+DEFAULT_MODEL = FINETUNED_MODEL
+DEFAULT_CLASSES = CLASSES
 FORMATS = ("table", "json", "csv")
 EXIT_OK, EXIT_NOTHING_PREDICTED, EXIT_USAGE = 0, 1, 2
 _TF_FUNCTION_PREFIX = re.compile(r"\{\{function_node [^}]*\}\}\s*")

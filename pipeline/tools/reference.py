@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.paths import RAW, SPLIT
+
 HEAD_EPOCHS, FINETUNE_EPOCHS, BATCH = 5, 8, 32
 
 
@@ -31,12 +33,12 @@ def reference_run(
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
-    classes = sorted(p.name for p in (project / "data/raw").iterdir() if p.is_dir())
+    classes = sorted(p.name for p in (project / RAW).iterdir() if p.is_dir())
 
     def dataset(split: str, shuffle: bool) -> tf.data.Dataset:
-        with open(project / f"data/split/{split}.csv", newline="") as fh:
+        with open(project / SPLIT / f"{split}.csv", newline="") as fh:
             rows = list(csv.DictReader(fh))
-        paths = [str(project / "data/raw" / r["path"]) for r in rows]
+        paths = [str(project / RAW / r["path"]) for r in rows]
         labels = [classes.index(r["label"]) for r in rows]
 
         def load(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -27,6 +27,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import paths
 from pipeline.params import parse_yaml
 from pipeline.utils import (
     PipelineError,
@@ -38,23 +39,23 @@ from pipeline.utils import (
 )
 
 WORKSPACE = "workspace"  # DVC's name for the working tree in its diff output
-PARAMS = "params.yaml"
-PROFILES = "profiles"
+PARAMS = paths.PARAMS.as_posix()
+PROFILES = paths.PROFILES.as_posix()
 BASE_RUN_REF = "refs/review/base"  # the base's run with the head's profile (run_base)
-DIAGNOSIS = Path("reports/diagnosis.md")
-DATA_SOURCE = "reports/data_source.json"
-METRICS = "reports/metrics.json"
+DIAGNOSIS = paths.DIAGNOSIS
+DATA_SOURCE = paths.DATA_SOURCE.as_posix()
+METRICS = paths.METRICS.as_posix()
 # Compared in this order: the headline (dvc.yaml `metrics:`), then the details, which are tracked
 # outputs but not DVC metrics, so that `dvc exp show` stays readable.
 REVIEW_METRICS = (
-    "reports/summary.json",
+    paths.SUMMARY.as_posix(),
     METRICS,
-    "reports/export.json",
-    "reports/leakage.json",
+    paths.EXPORT_REPORT.as_posix(),
+    paths.LEAKAGE.as_posix(),
 )
 IMAGE_TITLES = {
-    "reports/figures/learning_curves.png": "Learning curves",
-    "reports/figures/confusion_matrix.png": "Confusion matrices",
+    paths.LEARNING_CURVES.as_posix(): "Learning curves",
+    paths.CONFUSION_FIGURE.as_posix(): "Confusion matrices",
 }
 BASELINE_ROWS = (
     ("baseline", "linear-probe baseline"),
@@ -505,7 +506,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", default="main", help="git revision to compare with (main)")
     parser.add_argument(
         "--out",
-        default="reports/review/report.md",
+        default=paths.REVIEW / "report.md",
         type=Path,
         help="report file; its folder also receives images/ and plots/",
     )
