@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from pipeline.architectures import title
 from pipeline.balance import describe, weights_from_counts
 from pipeline.params import AugmentationParams, Params
 from pipeline.utils import (
@@ -25,13 +26,6 @@ from pipeline.utils import (
 
 SPLITS = ("train", "val", "test")
 PHASES = {"transfer": "transfer only", "finetune": "fine-tuned"}
-ARCHITECTURE_NAMES = {
-    "mobilenet_v2": "MobileNetV2",
-    "mobilenet_v3_small": "MobileNetV3Small",
-    "mobilenet_v3_large": "MobileNetV3Large",
-    "efficientnet_b0": "EfficientNetB0",
-    "keras_hub": "KerasHub preset",
-}
 
 
 def _markdown_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -57,7 +51,7 @@ def relevant_params(params: Params) -> list[tuple[str, Any]]:
         "model.weights_path": m.weights != "file",
         "model.kaggle_handle": m.weights != "kaggle",
         "model.kaggle_file": m.weights != "kaggle",
-        "model.alpha": not ARCHITECTURE_NAMES.get(m.architecture, "").startswith("MobileNet"),
+        "model.alpha": not title(m.architecture).startswith("MobileNet"),
     }
     sections = (
         "profile",
@@ -269,7 +263,7 @@ def render_card(
 ) -> str:
     """The model card as Markdown, from the pipeline's reports (values as they are there)."""
     m = params.model
-    arch = ARCHITECTURE_NAMES.get(m.architecture, m.architecture)
+    arch = title(m.architecture)
     alpha = f" (alpha {m.alpha})" if arch.startswith("MobileNet") else ""
     size = params.data.image_size
     out: list[str] = [

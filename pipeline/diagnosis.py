@@ -30,7 +30,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from pipeline.params import ALPHAS, Params, base_layer_count
+from pipeline.architectures import backbone
+from pipeline.params import Params, base_layer_count
 
 VERDICTS = ("underfitting", "overfitting", "good fit", "inconclusive")
 PHASE_TITLES = {"transfer": "Transfer learning", "finetune": "Fine-tuning"}
@@ -326,7 +327,7 @@ def _underfitting(
             if m.dense_units
             else "a hidden layer in the head: set `model.dense_units` (now 0), e.g. to 128"
         )
-        if m.alpha < max(ALPHAS[m.architecture]):
+        if m.alpha < max(backbone(m.architecture).alphas):
             out.append(f"raise `model.alpha` (now {m.alpha:g}) for a wider base")
     out.append(f"raise `data.image_size` (now {params.data.image_size}) to keep more detail")
     return tuple(out)

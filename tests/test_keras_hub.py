@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
+from pipeline.architectures import KERAS_HUB_LAYER_COUNTS
 from pipeline.models import (
     build_base,
     classifier_from_params,
@@ -28,7 +29,7 @@ from pipeline.models import (
     save_base,
     unfreeze_last,
 )
-from pipeline.params import KERAS_HUB_LAYER_COUNTS, parse_params, read_yaml
+from pipeline.params import parse_params, read_yaml
 from pipeline.utils import PipelineError
 from tests import kaggle_fixtures
 from tests.conftest import ROOT, tiny_params_dict

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.architectures import KERAS_HUB_EXAMPLE, weights_file, weights_file_pattern
 from pipeline.params import Params
 from pipeline.sources import DataSource, copy_class_tree, find_class_root
 from pipeline.utils import PipelineError, log
@@ -288,28 +289,6 @@ class KaggleSource(DataSource):
         }
 
 
-def keras_applications_name(architecture: str, alpha: float) -> re.Pattern[str]:
-    """The names keras.applications gives the headless ImageNet weights of a base."""
-    a = re.escape(str(float(alpha)))
-    patterns = {
-        "mobilenet_v2": rf"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{a}_[0-9]+_no_top\.h5",
-        "mobilenet_v3_small": rf"weights_mobilenet_v3_small_224_{a}_float_no_top(_v2)?\.h5",
-        "mobilenet_v3_large": rf"weights_mobilenet_v3_large_224_{a}_float_no_top(_v2)?\.h5",
-        "efficientnet_b0": r"efficientnetb0_notop\.h5",
-    }
-    return re.compile(patterns[architecture])
-
-
-def _example_name(architecture: str, alpha: float) -> str:
-    return {
-        "mobilenet_v2": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_"
-        f"{float(alpha)}_224_no_top.h5",
-        "mobilenet_v3_small": f"weights_mobilenet_v3_small_224_{float(alpha)}_float_no_top_v2.h5",
-        "mobilenet_v3_large": f"weights_mobilenet_v3_large_224_{float(alpha)}_float_no_top_v2.h5",
-        "efficientnet_b0": "efficientnetb0_notop.h5",
-    }[architecture]
-
-
 def _listing(paths: list[str], limit: int = 20) -> str:
     shown = ", ".join(paths[:limit])
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
@@ -336,9 +315,9 @@ def _pick_weights_file(root: Path, params: Params, h: KaggleHandle) -> Path:
         raise PipelineError(
             f"Kaggle {h.kind} {h.handle} holds no Keras weights file (.h5); it holds: "
             f"{_listing(files) or 'nothing'}. Point model.kaggle_handle at a {h.kind} that holds "
-            f"the keras.applications file, e.g. {_example_name(m.architecture, m.alpha)}"
+            f"the keras.applications file, e.g. {weights_file(m.architecture, m.alpha)}"
         )
-    pattern = keras_applications_name(m.architecture, m.alpha)
+    pattern = weights_file_pattern(m.architecture, m.alpha)
     named = [f for f in candidates if pattern.fullmatch(f.rsplit("/", 1)[-1])]
     if len(named) == 1:
         log.info(
@@ -456,7 +435,7 @@ def download_keras_hub_preset(
     except ValueError as exc:
         raise PipelineError(
             f"Kaggle model {h.handle} cannot be the base: {exc}. Set model.kaggle_handle to a "
-            f"KerasHub image preset, e.g. keras/mobilenetv3/keras/mobilenet_v3_large_100_imagenet/1"
+            f"KerasHub image preset, e.g. {KERAS_HUB_EXAMPLE}"
         ) from None
     converter = kaggle_download(
         h,

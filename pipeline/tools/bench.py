@@ -61,6 +61,7 @@ import numpy as np
 import yaml
 
 from pipeline import paths
+from pipeline.architectures import backbone
 from pipeline.params import Params, parse_params, read_yaml
 from pipeline.tools import experiment
 from pipeline.utils import PipelineError, log, setup_logging, subprocess_env, write_json
@@ -511,7 +512,7 @@ def bench_quality(raw: dict, work: Path, root: Path, reference: bool = True) -> 
         for phase in QUALITY_PHASES
     }
     params = parse_params(raw)
-    if reference and params.model.architecture == "mobilenet_v2":
+    if reference and backbone(params.model.architecture).reference_recipe:
         from pipeline.tools.reference import reference_run
 
         ref = reference_run(
@@ -573,7 +574,7 @@ def format_quality(r: dict[str, Any], setup: str) -> str:
 
 def describe(params: Params) -> str:
     m = params.model
-    alpha = f" {m.alpha}" if m.architecture.startswith("mobilenet") else ""
+    alpha = f" {m.alpha}" if backbone(m.architecture).is_mobilenet else ""
     return (
         f"{m.architecture}{alpha} at {params.data.image_size} px, batch "
         f"{params.transfer.batch_size}/{params.finetune.batch_size}, last "
