@@ -246,32 +246,14 @@ def _limits(params: Params, metrics: dict, classes: list[str], weights_info: dic
     return limits
 
 
-def render_card(
-    params: Params,
-    metrics: dict,
-    data_info: dict,
-    weights_info: dict,
-    export: dict,
-    classes: list[str],
-    counts: dict[str, Counter],
-    history: dict[str, list[dict]],
-    *,
-    diagnosis: str | None = None,
-    leakage: dict | None = None,
-    gallery: str | None = None,
-    misclassified: int = 0,
-) -> str:
-    """The model card as Markdown, from the pipeline's reports (values as they are there)."""
+def _model_section(
+    params: Params, classes: list[str], counts: dict[str, Counter], history: dict[str, list[dict]]
+) -> list[str]:
     m = params.model
     arch = title(m.architecture)
     alpha = f" (alpha {m.alpha})" if arch.startswith("MobileNet") else ""
     size = params.data.image_size
-    out: list[str] = [
-        f"# Model card: {arch} image classifier, {len(classes)} classes",
-        "",
-        "Written by the `model_card` stage (`python -m pipeline.stages.model_card`) from the "
-        "pipeline's reports; regenerate it with `dvc repro` rather than editing it.",
-        "",
+    return [
         "## Model",
         "",
         f"- Base: {arch}{alpha}, pretrained weights below; the last "
@@ -297,6 +279,11 @@ def render_card(
         f"- Transfer learning (frozen base): {_history_summary(history['transfer'])}.",
         f"- Fine-tuning: {_history_summary(history['finetune'])}.",
         "",
+    ]
+
+
+def _data_section(data_info: dict, classes: list[str], counts: dict[str, Counter]) -> list[str]:
+    return [
         "## Data",
         "",
         f"- Source and version: {data_version(data_info)}.",
@@ -317,6 +304,11 @@ def render_card(
             ],
         ),
         "",
+    ]
+
+
+def _weights_and_params_sections(params: Params, weights_info: dict) -> list[str]:
+    return [
         "## Pretrained weights",
         "",
         f"- Source and version: {weights_version(weights_info)}.",
@@ -328,6 +320,11 @@ def render_card(
             ["key", "value"], [[f"`{k}`", f"`{v}`"] for k, v in relevant_params(params)]
         ),
         "",
+    ]
+
+
+def _metrics_section(metrics: dict, classes: list[str]) -> list[str]:
+    return [
         "## Test metrics",
         "",
         f"On the {metrics['test_images']} images of the test split and the "
@@ -381,6 +378,11 @@ def render_card(
             ],
         ),
         "",
+    ]
+
+
+def _diagnosis_and_leakage_sections(diagnosis: str | None, leakage: dict | None) -> list[str]:
+    out = [
         "## Fit diagnosis",
         "",
         _demote(diagnosis) if diagnosis else "Not available (no `reports/diagnosis.md`).",
@@ -399,7 +401,11 @@ def render_card(
         ]
         if "label_conflicts" in leakage:
             out += _label_conflicts(leakage["label_conflicts"])
-    out += [
+    return out
+
+
+def _exports_section(export: dict) -> list[str]:
+    return [
         "",
         "## Exported formats",
         "",
@@ -422,6 +428,11 @@ def render_card(
             ],
         ),
         "",
+    ]
+
+
+def _misclassified_section(metrics: dict, gallery: str | None, misclassified: int) -> list[str]:
+    out = [
         "## Misclassified test images",
         "",
         f"{misclassified} of {metrics['test_images']} test images are misclassified by the "
@@ -429,7 +440,13 @@ def render_card(
     ]
     if gallery and misclassified:
         out += ["", f"![misclassified test images]({gallery})"]
-    out += [
+    return out
+
+
+def _use_and_limits_sections(
+    params: Params, metrics: dict, data_info: dict, weights_info: dict, classes: list[str]
+) -> list[str]:
+    return [
         "",
         "## Intended use",
         "",
@@ -441,6 +458,40 @@ def render_card(
         "",
         *(f"- {x}" for x in _limits(params, metrics, classes, weights_info)),
         "",
+    ]
+
+
+def render_card(
+    params: Params,
+    metrics: dict,
+    data_info: dict,
+    weights_info: dict,
+    export: dict,
+    classes: list[str],
+    counts: dict[str, Counter],
+    history: dict[str, list[dict]],
+    *,
+    diagnosis: str | None = None,
+    leakage: dict | None = None,
+    gallery: str | None = None,
+    misclassified: int = 0,
+) -> str:
+    """The model card as Markdown, from the pipeline's reports (values as they are there)."""
+    out = [
+        f"# Model card: {title(params.model.architecture)} image classifier, "
+        f"{len(classes)} classes",
+        "",
+        "Written by the `model_card` stage (`python -m pipeline.stages.model_card`) from the "
+        "pipeline's reports; regenerate it with `dvc repro` rather than editing it.",
+        "",
+        *_model_section(params, classes, counts, history),
+        *_data_section(data_info, classes, counts),
+        *_weights_and_params_sections(params, weights_info),
+        *_metrics_section(metrics, classes),
+        *_diagnosis_and_leakage_sections(diagnosis, leakage),
+        *_exports_section(export),
+        *_misclassified_section(metrics, gallery, misclassified),
+        *_use_and_limits_sections(params, metrics, data_info, weights_info, classes),
     ]
     return "\n".join(out)
 
