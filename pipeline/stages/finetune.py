@@ -26,7 +26,7 @@ import shutil
 from pathlib import Path
 
 from pipeline import paths
-from pipeline.params import load_params
+from pipeline.params import Params, load_params
 from pipeline.utils import (
     PipelineError,
     atomic_file,
@@ -61,33 +61,13 @@ def main(argv: list[str] | None = None) -> None:
 
     from pipeline import distribute
     from pipeline.balance import by_name, class_weights, describe
-    from pipeline.models import compile_model, get_base, load_model, save_model, unfreeze_last
+    from pipeline.models import save_model
     from pipeline.training import fit_phase, load_train_val, open_live, write_history
 
     strategy = distribute.setup(params.train, params.seed)
     cfg = params.finetune
-    with strategy.scope():
-        model = load_model(model_file)
-        size = int(model.input_shape[1])
-        n_base = len(get_base(model).layers)
-        if cfg.unfreeze_layers > n_base:
-            hub = type(get_base(model)).__module__.startswith("keras_hub")
-            blocks = " (a KerasHub block counts as one)" if hub else ""
-            raise PipelineError(
-                f"finetune.unfreeze_layers = {cfg.unfreeze_layers} but the base has {n_base} "
-                f"layers{blocks}: choose 1..{n_base}; the transfer stage's model is kept"
-            )
-        n_trainable = unfreeze_last(model, cfg.unfreeze_layers)
-        # recompile: `trainable` changed
-        compile_model(model, distribute.learning_rate(cfg.learning_rate, params.train, strategy))
-    log.info(
-        "finetune: last %d of %d base layers unfrozen (%d with trainable weights, BatchNorm "
-        "frozen); %d trainable parameters",
-        cfg.unfreeze_layers,
-        n_base,
-        n_trainable,
-        sum(int(w.numpy().size) for w in model.trainable_weights),
-    )
+    model = _unfrozen_model(model_file, params, strategy)
+    size = int(model.input_shape[1])
     batch = distribute.global_batch_size(cfg.batch_size, strategy)
     train, train_ds, val_ds = load_train_val(size, batch, params.seed, augment=params.augmentation)
     weights = class_weights(train.labels, len(train.classes), params.train.class_weight)
@@ -125,15 +105,51 @@ def main(argv: list[str] | None = None) -> None:
         if not chief:
             return  # the other workers write nothing that DVC tracks
         write_history(args.history, rows)
-        buf = io.StringIO()
-        model.summary(
-            print_fn=lambda line, **_: buf.write(line + "\n"),
-            show_trainable=True,
-            expand_nested=True,
-            line_length=110,
-        )
-        with atomic_file(args.summary) as fh:
-            fh.write(buf.getvalue())
+        _write_summary(model, args.summary)
+
+
+def _unfrozen_model(model_file: Path, params: Params, strategy: object) -> object:
+    """The transfer stage's model with the last ``finetune.unfreeze_layers`` base layers
+    unfrozen, recompiled under ``strategy``."""
+    from pipeline import distribute
+    from pipeline.models import compile_model, get_base, load_model, unfreeze_last
+
+    cfg = params.finetune
+    with strategy.scope():
+        model = load_model(model_file)
+        n_base = len(get_base(model).layers)
+        if cfg.unfreeze_layers > n_base:
+            hub = type(get_base(model)).__module__.startswith("keras_hub")
+            blocks = " (a KerasHub block counts as one)" if hub else ""
+            raise PipelineError(
+                f"finetune.unfreeze_layers = {cfg.unfreeze_layers} but the base has {n_base} "
+                f"layers{blocks}: choose 1..{n_base}; the transfer stage's model is kept"
+            )
+        n_trainable = unfreeze_last(model, cfg.unfreeze_layers)
+        # recompile: `trainable` changed
+        compile_model(model, distribute.learning_rate(cfg.learning_rate, params.train, strategy))
+    log.info(
+        "finetune: last %d of %d base layers unfrozen (%d with trainable weights, BatchNorm "
+        "frozen); %d trainable parameters",
+        cfg.unfreeze_layers,
+        n_base,
+        n_trainable,
+        sum(int(w.numpy().size) for w in model.trainable_weights),
+    )
+    return model
+
+
+def _write_summary(model: object, path: Path) -> None:
+    """``model.summary()`` with trainable flags and nested layers, into ``path``."""
+    buf = io.StringIO()
+    model.summary(
+        print_fn=lambda line, **_: buf.write(line + "\n"),
+        show_trainable=True,
+        expand_nested=True,
+        line_length=110,
+    )
+    with atomic_file(path) as fh:
+        fh.write(buf.getvalue())
 
 
 if __name__ == "__main__":
