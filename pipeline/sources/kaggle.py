@@ -144,10 +144,19 @@ def _explain(
     ``note``: a sentence added when Kaggle answers 404 (no such handle, version or file); then
     ``model.kaggle_file`` is not named as a thing to check.
     """
-    import requests
-    from kagglehub.exceptions import DataCorruptionError, UnauthenticatedError
-
     what = f"{h.kind} {h.handle}" + (f" (file {path})" if path else "")
+    answer = _explain_refusal(exc, h, key, path, note, what)
+    if answer is None:
+        answer = _explain_failure(exc, what)
+    return answer
+
+
+def _explain_refusal(
+    exc: Exception, h: KaggleHandle, key: str, path: str | None, note: str | None, what: str
+) -> tuple[str, bool] | None:
+    """:func:`_explain` for an answer of Kaggle's: refused access, 404, an HTTP error."""
+    from kagglehub.exceptions import UnauthenticatedError
+
     status = _status(exc)
     if isinstance(exc, UnauthenticatedError) or status in (HTTP_UNAUTHORIZED, HTTP_FORBIDDEN):
         origin = credentials_source()
@@ -182,6 +191,14 @@ def _explain(
         )
     if status is not None:
         return f"downloading {what} failed with HTTP {status}: {_first_line(exc)}", False
+    return None
+
+
+def _explain_failure(exc: Exception, what: str) -> tuple[str, bool]:
+    """:func:`_explain` for a download that failed without an answer of Kaggle's."""
+    import requests
+    from kagglehub.exceptions import DataCorruptionError
+
     if isinstance(exc, DataCorruptionError):
         return (
             f"the download of {what} did not match Kaggle's MD5 checksum; kagglehub deleted it: "
