@@ -2,12 +2,13 @@
 
 ``model.architecture`` is a key of :data:`ARCHITECTURES`: a keras.applications network
 (:class:`Backbone`: its constructor and the preprocessing its weights expect, the widths it has
-weights for, its layer count, how keras.applications names its weights file, its model-card
-name) or :data:`KERAS_HUB`, the backbone of a KerasHub preset on Kaggle (``model.kaggle_handle``),
-whose preset fixes the architecture, width and preprocessing (:data:`KERAS_HUB_LAYER_COUNTS`,
-:data:`KERAS_HUB_EXAMPLE`). Params validation, model building, the Kaggle weights download, the
-model card, the fit diagnosis and the benchmark all read this module; it imports nothing heavy
-(no TensorFlow), so params validation stays fast.
+weights for, its layer count, how keras.applications names its weights file, its model-card name)
+or :data:`KERAS_HUB`, the backbone of a KerasHub preset on Kaggle (``model.kaggle_handle``), whose
+preset fixes the architecture, width and preprocessing (:data:`KERAS_HUB_LAYER_COUNTS`,
+:data:`KERAS_HUB_EXAMPLE`, handles parsed by :func:`keras_hub_preset`). Params validation, model
+building, the Kaggle weights download, the model card, the fit diagnosis and the benchmark
+(:mod:`pipeline.tools.bench`) all read this module; it imports nothing heavy (no TensorFlow), so
+params validation stays fast.
 """
 
 from __future__ import annotations
@@ -121,6 +122,24 @@ KERAS_HUB_LAYER_COUNTS: dict[str, int] = {
 KERAS_HUB_EXAMPLE = "keras/mobilenetv3/keras/mobilenet_v3_large_100_imagenet/1"
 # The keras.applications weights file that error messages give as an example of model.weights_path
 WEIGHTS_FILE_EXAMPLE = ARCHITECTURES[DEFAULT_ARCHITECTURE].weights_file.format(alpha=1.0)
+
+_SLUG = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
+# A KerasHub preset on Kaggle: owner/model/keras/preset/version (a Kaggle model, Keras framework)
+_KERAS_HUB_HANDLE = re.compile(
+    rf"(?P<owner>{_SLUG})/(?P<model>{_SLUG})/(?i:keras)/(?P<preset>{_SLUG})"
+    r"(?:/(?P<version>[1-9][0-9]*))?"
+)
+
+
+def keras_hub_preset(handle: str) -> tuple[str, str, int | None] | None:
+    """``(owner, preset, version)`` of a KerasHub preset handle, or ``None`` for another form.
+
+    ``version`` is ``None`` for an unpinned handle (``owner/model/keras/preset``).
+    """
+    m = _KERAS_HUB_HANDLE.fullmatch(handle.strip().strip("/"))
+    if m is None or "/versions/" in handle:
+        return None
+    return m["owner"], m["preset"], int(m["version"]) if m["version"] else None
 
 
 def backbone(architecture: str) -> Backbone:

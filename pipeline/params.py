@@ -35,27 +35,10 @@ from pipeline.architectures import (
     KERAS_HUB_EXAMPLE,
     KERAS_HUB_LAYER_COUNTS,
     WEIGHTS_FILE_EXAMPLE,
+    keras_hub_preset,
 )
 
 PARAMS_FILE = paths.PARAMS
-
-_SLUG = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
-# A KerasHub preset on Kaggle: owner/model/keras/preset/version (a Kaggle model, Keras framework)
-_KERAS_HUB_HANDLE = re.compile(
-    rf"(?P<owner>{_SLUG})/(?P<model>{_SLUG})/(?i:keras)/(?P<preset>{_SLUG})"
-    r"(?:/(?P<version>[1-9][0-9]*))?"
-)
-
-
-def keras_hub_preset(handle: str) -> tuple[str, str, int | None] | None:
-    """``(owner, preset, version)`` of a KerasHub preset handle, or ``None`` for another form.
-
-    ``version`` is ``None`` for an unpinned handle (``owner/model/keras/preset``).
-    """
-    m = _KERAS_HUB_HANDLE.fullmatch(handle.strip().strip("/"))
-    if m is None or "/versions/" in handle:
-        return None
-    return m["owner"], m["preset"], int(m["version"]) if m["version"] else None
 
 
 class ParamsError(ValueError):
