@@ -22,8 +22,8 @@ of 1, after one warm-up call; median and 90th percentile over the test split, ms
 of the machine, not of the model: it is logged and written to ``logs/export/latency.json``,
 which is not versioned.
 
-The exports are byte for byte the same for the same model (:func:`export_saved_model`), so a
-rerun leaves ``dvc.lock`` as it was.
+The exports are byte for byte the same for the same model
+(:func:`pipeline.exporting.export_saved_model`), so a rerun leaves ``dvc.lock`` as it was.
 
 Usage: ``python -m pipeline.stages.export [--params params.yaml]``
 """

@@ -2,12 +2,12 @@
 
 Reads ``seed`` and ``split.*``. Writes ``data/split/{train,val,test}.csv`` (columns ``path`` –
 relative to ``data/raw``, POSIX separators – and ``label``, the class name),
-``data/split/classes.json`` (the class names in label-index order), once for all later stages,
-and ``reports/leakage.json``: how many val/test images have a near-duplicate in train
-(:mod:`pipeline.leakage`), and the label conflicts: near-duplicates filed under different
-classes. With ``split.group_near_duplicates`` near-duplicates stay together, across classes too
-(see :func:`make_split`); ``split.label_conflicts`` keeps groups that hold several labels (with
-a warning) or drops all their images.
+``data/split/classes.json`` (the class names in label-index order), once for all later stages, and
+``reports/leakage.json``: how many val/test images have a near-duplicate in train
+(:mod:`pipeline.leakage`), and the label conflicts: near-duplicates filed under different classes.
+With ``split.group_near_duplicates`` near-duplicates stay together, across classes too (see
+:func:`pipeline.splitting.make_split`); ``split.label_conflicts`` keeps groups that hold several
+labels (with a warning) or drops all their images.
 
 Usage: ``python -m pipeline.stages.split [--params params.yaml] [--data data/raw]
 [--out data/split]``
