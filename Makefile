@@ -42,10 +42,10 @@ SET     ?=
 ARGS    ?=
 
 report: $(STAMP)
-	$(BIN)/python -m pipeline.report --base $(BASE)
+	$(BIN)/python -m pipeline.tools.report --base $(BASE)
 
 experiment: $(STAMP)
-	$(BIN)/python -m pipeline.experiment $(if $(PROFILE),--profile $(PROFILE)) \
+	$(BIN)/python -m pipeline.tools.experiment $(if $(PROFILE),--profile $(PROFILE)) \
 	  $(addprefix --set ,$(SET)) $(if $(ARGS),-- $(ARGS))
 
 # `dvc exp show` lists every param of params.yaml and every dependency path (DVC 3.67 has no

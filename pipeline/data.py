@@ -4,11 +4,11 @@ A dataset yields ``(images, labels)``: float32 ``(batch, size, size, 3)`` pixels
 (whole numbers, unless augmented) and int32 ``(batch,)`` class indices into ``classes.json``.
 
 Training and evaluation read the **prepared** images of the ``prepare`` stage
-(:mod:`pipeline.prepare`): every image of the splits decoded and resized once to
+(:mod:`pipeline.stages.prepare`): every image of the splits decoded and resized once to
 ``data.image_size`` and stored as an uncompressed ``uint8`` ``(size, size, 3)`` ``.npy`` array, so
 an epoch reads small, ready images (a file read and a copy) instead of decoding full-size
 frames. :func:`decode_image` is the one decoding path; the ``prepare`` stage and
-:mod:`pipeline.predict` both use it, so prepared pixels and the pixels of a new image at
+:mod:`pipeline.tools.predict` both use it, so prepared pixels and the pixels of a new image at
 prediction time are identical. Files are streamed from disk in a deterministic order for a given
 seed, read in parallel and prefetched: memory holds a few batches, never the dataset.
 
@@ -26,14 +26,19 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 from pipeline.params import AugmentationParams
+from pipeline.paths import PREPARED, RAW, SPLIT
 from pipeline.utils import PipelineError, read_csv, read_json
 
-PREPARED_DIR = Path("data/prepared")
+PREPARED_DIR = PREPARED
 PREPARED_INFO = "prepared.json"
 PREPARED_SUFFIX = ".npy"
+PREPARED_FORMAT = (
+    "one .npy per image: uint8 (size, size, 3), RGB, resized bilinear with antialiasing"
+)
 
 
 @dataclass(frozen=True)
@@ -66,9 +71,7 @@ def _manifest(name: str, split_dir: Path) -> tuple[Path, list[dict[str, str]], l
     return manifest, rows, list(classes)
 
 
-def load_split(
-    name: str, split_dir: str | Path = "data/split", data_dir: str | Path = "data/raw"
-) -> Split:
+def load_split(name: str, split_dir: str | Path = SPLIT, data_dir: str | Path = RAW) -> Split:
     """Read ``<split_dir>/<name>.csv`` and ``classes.json``; resolve paths under ``data_dir``."""
     split_dir, data_dir = Path(split_dir), Path(data_dir)
     _, rows, classes = _manifest(name, split_dir)
@@ -94,7 +97,7 @@ def prepared_path(prepared_dir: str | Path, name: str) -> Path:
 def load_prepared(
     name: str,
     prepared_dir: str | Path = PREPARED_DIR,
-    split_dir: str | Path = "data/split",
+    split_dir: str | Path = SPLIT,
     image_size: int | None = None,
 ) -> Split:
     """The split ``name`` as prepared images; checks they match the split and ``image_size``.
@@ -143,6 +146,31 @@ def decode_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
 def prepare_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
     """:func:`decode_image` as uint8 ``(size, size, 3)``: what the prepare stage stores."""
     return tf.cast(decode_image(path, image_size), tf.uint8)
+
+
+def prepare_images(paths: list[str], names: list[str], out: Path, image_size: int) -> None:
+    """Decode ``paths`` in parallel and save each as ``<out>/<name>.npy``, in order."""
+    ds = (
+        tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
+        .map(
+            lambda p: prepare_image(p, image_size),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    done = 0
+    try:
+        for name, pixels in zip(names, ds.as_numpy_iterator(), strict=True):
+            dest = prepared_path(out, name)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            np.save(dest, pixels, allow_pickle=False)
+            done += 1
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as exc:
+        raise PipelineError(
+            f"cannot decode {paths[done]}: {exc.message.splitlines()[0]}; rerun download_data "
+            "(dvc repro -f download_data), which checks and normalises every image"
+        ) from None
 
 
 def read_prepared(path: tf.Tensor, image_size: int) -> tf.Tensor:

@@ -30,7 +30,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from pipeline.params import ALPHAS, Params, base_layer_count
+from pipeline.architectures import backbone
+from pipeline.params import Params, base_layer_count
 
 VERDICTS = ("underfitting", "overfitting", "good fit", "inconclusive")
 PHASE_TITLES = {"transfer": "Transfer learning", "finetune": "Fine-tuning"}
@@ -150,6 +151,128 @@ def _frac(change: float, ref: float) -> float:
     return float(change / ref) if ref > 0 else 0.0
 
 
+def _curve_evidence(
+    history: Sequence[Mapping[str, object]], baseline: float, window: int
+) -> tuple[dict[str, Number], int, int]:
+    """The numbers the rules read from a finite ``history``: the evidence, the index of the
+    best epoch (lowest val loss) and the window of end epochs (``window``, at most all)."""
+    n = len(history)
+    epochs = [int(r["epoch"]) for r in history]
+    loss, acc = _column(history, "loss"), _column(history, "accuracy")
+    vloss, vacc = _column(history, "val_loss"), _column(history, "val_accuracy")
+    # The rules compare the rounded numbers that metrics.json reports.
+    w = min(window, n)
+    best = int(np.argmin(vloss))  # first minimum, as EarlyStopping and fit_phase pick it
+    tail = np.arange(max(best + 1, n - w), n)  # the last `window` epochs after the best
+    train_acc, val_acc = round(float(acc[-w:].mean()), 4), round(float(vacc[-w:].mean()), 4)
+    gap = round(train_acc - val_acc, 4)
+    rise = round(_frac(vloss[tail].mean() - vloss[best], vloss[best]), 4) if tail.size else 0.0
+    train_change = round(_frac(loss[tail].mean() - loss[best], loss[best]), 4) if tail.size else 0.0
+    before = float(vloss[: n - w].min()) if n > w else 0.0
+    drop = round(_frac(before - vloss[n - w :].min(), before), 4) if n > w else 0.0
+    better = max(train_acc, val_acc)
+    skill = round((better - baseline) / (1 - baseline), 4) if baseline < 1 else 0.0
+    ev: dict[str, Number] = dict(
+        best_epoch=epochs[best],
+        epochs_after_best=n - 1 - best,
+        best_val_loss=round(float(vloss[best]), 4),
+        train_accuracy=train_acc,
+        val_accuracy=val_acc,
+        train_val_gap=gap,
+        val_loss_rise=rise,
+        train_loss_change=train_change,
+        val_loss_recent_drop=drop,
+        skill=skill,
+    )
+    return ev, best, w
+
+
+def _diverged(
+    history: Sequence[Mapping[str, object]], phase: str, ev: dict[str, Number], params: Params
+) -> Diagnosis | None:
+    """The verdict for a history whose losses or accuracies are not all finite, else ``None``."""
+    epochs = [int(r["epoch"]) for r in history]
+    loss, acc = _column(history, "loss"), _column(history, "accuracy")
+    vloss, vacc = _column(history, "val_loss"), _column(history, "val_accuracy")
+    bad = ~(np.isfinite(loss) & np.isfinite(vloss) & np.isfinite(acc) & np.isfinite(vacc))
+    if not bad.any():
+        return None
+    first_bad = epochs[int(np.argmax(bad))]
+    reasons = (f"the loss is not finite from epoch {first_bad} on: training diverged",)
+    cfg = getattr(params, phase)
+    remedies = (f"lower `{phase}.learning_rate` (now {cfg.learning_rate:g})",)
+    return Diagnosis(phase, "inconclusive", ev, reasons, remedies)
+
+
+def _overfitting_verdict(
+    phase: str,
+    ev: dict[str, Number],
+    params: Params,
+    epochs: list[int],
+    best: int,
+    w: int,
+    stopped_early: bool,
+) -> Diagnosis | None:
+    """``overfitting`` when the train-val gap or the val loss rise is over its threshold."""
+    t, n = params.diagnosis, len(epochs)
+    gap, rise, train_change = ev["train_val_gap"], ev["val_loss_rise"], ev["train_loss_change"]
+    over_gap = gap > t.max_gap
+    over_rise = rise > t.max_val_loss_rise and train_change < 0
+    if not (over_gap or over_rise):
+        return None
+    reasons = []
+    if over_gap:
+        reasons.append(
+            f"train accuracy is {gap:.2f} above val accuracy at the end (`diagnosis.max_gap` "
+            f"= {t.max_gap:g})"
+        )
+    if over_rise:
+        reasons.append(
+            f"after epoch {epochs[best]} val loss rose {rise:.0%} above its best "
+            f"(`diagnosis.max_val_loss_rise` = {t.max_val_loss_rise:g}) while train loss "
+            f"fell {-train_change:.0%}"
+        )
+    end = epochs[-1]
+    region = (epochs[best], end) if best < n - 1 else (epochs[n - w], end)
+    remedies = _overfitting(phase, ev, params, too_long=over_rise and not stopped_early)
+    return Diagnosis(phase, "overfitting", ev, tuple(reasons), remedies, region)
+
+
+def _underfitting_verdict(
+    phase: str,
+    ev: dict[str, Number],
+    params: Params,
+    epochs: list[int],
+    w: int,
+    stopped_early: bool,
+    baseline: float,
+) -> Diagnosis | None:
+    """``underfitting`` when the skill is low or val loss was still falling, else ``None``."""
+    t, n = params.diagnosis, len(epochs)
+    skill, drop = ev["skill"], ev["val_loss_recent_drop"]
+    better = max(ev["train_accuracy"], ev["val_accuracy"])
+    low_skill = skill < t.min_skill
+    improving = not stopped_early and drop > t.min_improvement
+    if not (low_skill or improving):
+        return None
+    reasons = []
+    if low_skill:
+        reasons.append(
+            f"the better of train and val accuracy ({better:.2f}) is only {skill:.0%} of the "
+            f"way from the majority-class baseline ({baseline:.2f}) to 1 "
+            f"(`diagnosis.min_skill` = {t.min_skill:g})"
+        )
+    if improving:
+        reasons.append(
+            f"val loss was still falling: {drop:.0%} lower in the last {w} epochs "
+            f"(`diagnosis.min_improvement` = {t.min_improvement:g}) and early stopping did "
+            "not fire"
+        )
+    region = (epochs[0], epochs[-1]) if low_skill else (epochs[n - w], epochs[-1])
+    remedies = _underfitting(phase, ev, params, low_skill=low_skill, improving=improving)
+    return Diagnosis(phase, "underfitting", ev, tuple(reasons), remedies, region)
+
+
 def diagnose_phase(
     history: Sequence[Mapping[str, object]],
     *,
@@ -185,90 +308,23 @@ def diagnose_phase(
         reasons = ("no epochs were recorded",)
         return Diagnosis(phase, "inconclusive", ev, reasons, _too_short(phase, ev, params))
     epochs = [int(r["epoch"]) for r in history]
-    loss, acc = _column(history, "loss"), _column(history, "accuracy")
-    vloss, vacc = _column(history, "val_loss"), _column(history, "val_accuracy")
     ev.update(first_epoch=epochs[0], last_epoch=epochs[-1])
-
-    bad = ~(np.isfinite(loss) & np.isfinite(vloss) & np.isfinite(acc) & np.isfinite(vacc))
-    if bad.any():
-        first_bad = epochs[int(np.argmax(bad))]
-        reasons = (f"the loss is not finite from epoch {first_bad} on: training diverged",)
-        cfg = getattr(params, phase)
-        remedies = (f"lower `{phase}.learning_rate` (now {cfg.learning_rate:g})",)
-        return Diagnosis(phase, "inconclusive", ev, reasons, remedies)
-
-    # The rules compare the rounded numbers that metrics.json reports.
-    w = min(t.window, n)
-    best = int(np.argmin(vloss))  # first minimum, as EarlyStopping and fit_phase pick it
-    tail = np.arange(max(best + 1, n - w), n)  # the last `window` epochs after the best
-    train_acc, val_acc = round(float(acc[-w:].mean()), 4), round(float(vacc[-w:].mean()), 4)
-    gap = round(train_acc - val_acc, 4)
-    rise = round(_frac(vloss[tail].mean() - vloss[best], vloss[best]), 4) if tail.size else 0.0
-    train_change = round(_frac(loss[tail].mean() - loss[best], loss[best]), 4) if tail.size else 0.0
-    before = float(vloss[: n - w].min()) if n > w else 0.0
-    drop = round(_frac(before - vloss[n - w :].min(), before), 4) if n > w else 0.0
-    better = max(train_acc, val_acc)
-    skill = round((better - baseline) / (1 - baseline), 4) if baseline < 1 else 0.0
-    ev.update(
-        best_epoch=epochs[best],
-        epochs_after_best=n - 1 - best,
-        best_val_loss=round(float(vloss[best]), 4),
-        train_accuracy=train_acc,
-        val_accuracy=val_acc,
-        train_val_gap=gap,
-        val_loss_rise=rise,
-        train_loss_change=train_change,
-        val_loss_recent_drop=drop,
-        skill=skill,
-    )
-
+    diverged = _diverged(history, phase, ev, params)
+    if diverged is not None:
+        return diverged
+    numbers, best, w = _curve_evidence(history, baseline, t.window)
+    ev.update(numbers)
     if n < t.min_epochs:
         reasons = (
             f"only {n} epoch(s), fewer than `diagnosis.min_epochs` = {t.min_epochs}: too few to "
             "read a trend",
         )
         return Diagnosis(phase, "inconclusive", ev, reasons, _too_short(phase, ev, params))
-
-    over_gap = gap > t.max_gap
-    over_rise = rise > t.max_val_loss_rise and train_change < 0
-    if over_gap or over_rise:
-        reasons = []
-        if over_gap:
-            reasons.append(
-                f"train accuracy is {gap:.2f} above val accuracy at the end (`diagnosis.max_gap` "
-                f"= {t.max_gap:g})"
-            )
-        if over_rise:
-            reasons.append(
-                f"after epoch {epochs[best]} val loss rose {rise:.0%} above its best "
-                f"(`diagnosis.max_val_loss_rise` = {t.max_val_loss_rise:g}) while train loss "
-                f"fell {-train_change:.0%}"
-            )
-        end = epochs[-1]
-        region = (epochs[best], end) if best < n - 1 else (epochs[n - w], end)
-        remedies = _overfitting(phase, ev, params, too_long=over_rise and not stopped_early)
-        return Diagnosis(phase, "overfitting", ev, tuple(reasons), remedies, region)
-
-    low_skill = skill < t.min_skill
-    improving = not stopped_early and drop > t.min_improvement
-    if low_skill or improving:
-        reasons = []
-        if low_skill:
-            reasons.append(
-                f"the better of train and val accuracy ({better:.2f}) is only {skill:.0%} of the "
-                f"way from the majority-class baseline ({baseline:.2f}) to 1 "
-                f"(`diagnosis.min_skill` = {t.min_skill:g})"
-            )
-        if improving:
-            reasons.append(
-                f"val loss was still falling: {drop:.0%} lower in the last {w} epochs "
-                f"(`diagnosis.min_improvement` = {t.min_improvement:g}) and early stopping did "
-                "not fire"
-            )
-        region = (epochs[0], epochs[-1]) if low_skill else (epochs[n - w], epochs[-1])
-        remedies = _underfitting(phase, ev, params, low_skill=low_skill, improving=improving)
-        return Diagnosis(phase, "underfitting", ev, tuple(reasons), remedies, region)
-
+    verdict = _overfitting_verdict(phase, ev, params, epochs, best, w, stopped_early)
+    if verdict is None:
+        verdict = _underfitting_verdict(phase, ev, params, epochs, w, stopped_early, baseline)
+    if verdict is not None:
+        return verdict
     reasons = (
         "no sign of over- or underfitting: every number below is within its `diagnosis.*` "
         "threshold",
@@ -326,7 +382,7 @@ def _underfitting(
             if m.dense_units
             else "a hidden layer in the head: set `model.dense_units` (now 0), e.g. to 128"
         )
-        if m.alpha < max(ALPHAS[m.architecture]):
+        if m.alpha < max(backbone(m.architecture).alphas):
             out.append(f"raise `model.alpha` (now {m.alpha:g}) for a wider base")
     out.append(f"raise `data.image_size` (now {params.data.image_size}) to keep more detail")
     return tuple(out)

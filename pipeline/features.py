@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import paths
 from pipeline.params import Params
 from pipeline.utils import PipelineError, atomic_dir, log, read_json, write_json
 
-FEATURES_DIR = Path("data/features")
+FEATURES_DIR = paths.FEATURES
 FEATURES_INFO = "features.json"
 PROBE_FILE = "probe.npz"
 SPLITS = ("train", "val", "test")
@@ -36,7 +37,7 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def spec(params: Params, weights: str | Path, split_dir: str | Path = "data/split") -> dict:
+def spec(params: Params, weights: str | Path, split_dir: str | Path = paths.SPLIT) -> dict:
     """What a set of features depends on: base, weights file, image size and split manifests."""
     from pipeline.data import manifest_digest
 

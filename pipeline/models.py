@@ -18,21 +18,20 @@ serialisable layers inside a KerasHub base, so saved models load in safe mode. L
 in the global Keras dtype policy (``train.mixed_precision``), except the softmax output layer,
 which always computes (and returns) float32.
 
-Bases: a keras.applications network (:data:`ARCHITECTURES`), or, with ``model.architecture:
-keras_hub``, the backbone of a KerasHub preset (:func:`keras_hub_base_from_preset`). A KerasHub
-backbone is a Keras functional model whose blocks are KerasHub layers; a saved model names them
-with their module (``keras_hub.src.models...``), which Keras itself imports when it loads the
-model, also in safe mode, so nothing needs registering (keras-hub must be installed). Its
-preprocessing is a built-in ``Rescaling`` layer with the scale and offset of the preset's image
-converter. ``models/base.weights.h5`` of such a base also holds the backbone's config and that
-scale and offset (:func:`save_base`), so every later stage rebuilds the same base from that one
-file.
+Bases: a keras.applications network (:data:`pipeline.architectures.ARCHITECTURES`), or, with
+``model.architecture: keras_hub``, the backbone of a KerasHub preset
+(:func:`keras_hub_base_from_preset`). A KerasHub backbone is a Keras functional model whose blocks
+are KerasHub layers; a saved model names them with their module (``keras_hub.src.models...``), which
+Keras itself imports when it loads the model, also in safe mode, so nothing needs registering
+(keras-hub must be installed). Its preprocessing is a built-in ``Rescaling`` layer with the scale
+and offset of the preset's image converter. ``models/base.weights.h5`` of such a base also holds the
+backbone's config and that scale and offset (:func:`save_base`), so every later stage rebuilds the
+same base from that one file.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,35 +41,12 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from pipeline.params import KERAS_HUB, Params
+from pipeline.architectures import KERAS_HUB, backbone
+from pipeline.params import Params
 
 BASE_NAME = "base"
 # The dataset of models/base.weights.h5 that holds a KerasHub base's config (JSON, UTF-8 bytes).
 KERAS_HUB_SPEC = "pipeline_keras_hub_base"
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """A keras.applications base and the preprocessing its weights expect."""
-
-    factory: Callable[..., keras.Model]
-    rescale: tuple[float, float] | None  # (scale, offset) applied to [0, 255] pixels, or None
-    kwargs: dict
-    uses_alpha: bool = True
-
-
-ARCHITECTURES: dict[str, Architecture] = {
-    # MobileNetV2/V3 expect pixels in [-1, 1].
-    "mobilenet_v2": Architecture(keras.applications.MobileNetV2, (1 / 127.5, -1.0), {}),
-    "mobilenet_v3_small": Architecture(
-        keras.applications.MobileNetV3Small, (1 / 127.5, -1.0), {"include_preprocessing": False}
-    ),
-    "mobilenet_v3_large": Architecture(
-        keras.applications.MobileNetV3Large, (1 / 127.5, -1.0), {"include_preprocessing": False}
-    ),
-    # EfficientNet normalises [0, 255] pixels inside the network itself.
-    "efficientnet_b0": Architecture(keras.applications.EfficientNetB0, None, {}, uses_alpha=False),
-}
 
 
 @dataclass(frozen=True)
@@ -257,12 +233,12 @@ def build_base(
             )
         path = Path(weights)
         return _keras_hub_base(read_keras_hub_base(path), image_size, path)
-    arch = ARCHITECTURES[architecture]
+    arch = backbone(architecture)
     kwargs = dict(arch.kwargs)
     if arch.uses_alpha:
         kwargs["alpha"] = alpha
     side = image_size
-    base = arch.factory(
+    base = getattr(keras.applications, arch.constructor)(
         input_shape=(side, side, 3),
         include_top=False,
         weights=str(weights) if isinstance(weights, Path) else weights,
@@ -312,7 +288,7 @@ def preprocessing(architecture: str, weights: str | Path | None = None) -> keras
             offset=0.0 if spec.offset is None else spec.offset,
             name="preprocessing",
         )
-    arch = ARCHITECTURES[architecture]
+    arch = backbone(architecture)
     if arch.rescale is None:
         return layers.Identity(name="preprocessing")
     scale, offset = arch.rescale

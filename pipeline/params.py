@@ -17,63 +17,28 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-PARAMS_FILE = Path("params.yaml")
-
-# Layers of each supported keras.applications base (include_top=False), counted the way
-# ``len(base.layers)`` counts them. Validation uses the table so that stages which do not import
-# TensorFlow can still refuse ``finetune.unfreeze_layers`` larger than the base; a unit test checks
-# the table against Keras.
-BASE_LAYER_COUNTS: dict[str, int] = {
-    "mobilenet_v2": 154,
-    "mobilenet_v3_small": 156,
-    "mobilenet_v3_large": 186,
-    "efficientnet_b0": 237,
-}
-# ``model.architecture: keras_hub``: the base is the backbone of a KerasHub preset on Kaggle
-# (``model.kaggle_handle``); the preset fixes the architecture, its width and its preprocessing.
-KERAS_HUB = "keras_hub"
-# Width multipliers that keras.applications accepts (and has ImageNet weights for). A KerasHub
-# preset fixes its own width: ``model.alpha`` stays 1.0.
-ALPHAS: dict[str, tuple[float, ...]] = {
-    "mobilenet_v2": (0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
-    "mobilenet_v3_small": (0.75, 1.0),
-    "mobilenet_v3_large": (0.75, 1.0),
-    "efficientnet_b0": (1.0,),
-    KERAS_HUB: (1.0,),
-}
-Architecture = Literal[
-    "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "keras_hub"
-]
-# Layers of the official KerasHub image presets (Kaggle owner ``keras``), by preset name, counted
-# like ``len(backbone.layers)``: a KerasHub block (an inverted residual block, say) is one layer.
-# Other presets are counted when the finetune stage runs. A unit test checks the table against
-# keras-hub's own configuration of these presets.
-KERAS_HUB_LAYER_COUNTS: dict[str, int] = {
-    "mobilenet_v3_small_050_imagenet": 17,
-    "mobilenet_v3_small_100_imagenet": 17,
-    "mobilenet_v3_large_100_imagenet": 21,
-    "mobilenet_v3_large_100_imagenet_21k": 21,
-}
-KERAS_HUB_EXAMPLE = "keras/mobilenetv3/keras/mobilenet_v3_large_100_imagenet/1"
-_SLUG = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
-# A KerasHub preset on Kaggle: owner/model/keras/preset/version (a Kaggle model, Keras framework)
-_KERAS_HUB_HANDLE = re.compile(
-    rf"(?P<owner>{_SLUG})/(?P<model>{_SLUG})/(?i:keras)/(?P<preset>{_SLUG})"
-    r"(?:/(?P<version>[1-9][0-9]*))?"
+from pipeline import paths
+from pipeline.architectures import (
+    ARCHITECTURES,
+    DEFAULT_ARCHITECTURE,
+    KERAS_HUB,
+    KERAS_HUB_EXAMPLE,
+    KERAS_HUB_LAYER_COUNTS,
+    WEIGHTS_FILE_EXAMPLE,
+    keras_hub_preset,
 )
 
-
-def keras_hub_preset(handle: str) -> tuple[str, str, int | None] | None:
-    """``(owner, preset, version)`` of a KerasHub preset handle, or ``None`` for another form.
-
-    ``version`` is ``None`` for an unpinned handle (``owner/model/keras/preset``).
-    """
-    m = _KERAS_HUB_HANDLE.fullmatch(handle.strip().strip("/"))
-    if m is None or "/versions/" in handle:
-        return None
-    return m["owner"], m["preset"], int(m["version"]) if m["version"] else None
+PARAMS_FILE = paths.PARAMS
 
 
 class ParamsError(ValueError):
@@ -161,7 +126,7 @@ class SplitParams(_Section):
 
 
 class ModelParams(_Section):
-    architecture: Architecture = "mobilenet_v2"
+    architecture: str = DEFAULT_ARCHITECTURE
     alpha: float = Field(0.35, gt=0, description="width multiplier (MobileNet only)")
     weights: Literal["sample", "file", "imagenet", "kaggle"] = "sample"
     weights_path: str = Field("", description="file: path of a Keras weights file")
@@ -178,9 +143,22 @@ class ModelParams(_Section):
     )
     dropout: float = Field(0.2, ge=0, lt=1)
 
+    @field_validator("architecture", mode="before")
+    @classmethod
+    def _known_architecture(cls, value: object) -> object:
+        """One of the registry's architectures (:data:`pipeline.architectures.ARCHITECTURES`)."""
+        if isinstance(value, str) and value in ARCHITECTURES:
+            return value
+        names = [repr(name) for name in ARCHITECTURES]
+        raise PydanticCustomError(
+            "literal_error",
+            "Input should be {expected}",
+            {"expected": ", ".join(names[:-1]) + f" or {names[-1]}"},
+        )
+
     @model_validator(mode="after")
     def _consistent(self) -> ModelParams:
-        allowed = ALPHAS[self.architecture]
+        allowed = ARCHITECTURES[self.architecture].alphas
         if not any(math.isclose(self.alpha, a) for a in allowed):
             fixed = ""
             if self.architecture == KERAS_HUB:
@@ -192,8 +170,7 @@ class ModelParams(_Section):
         if self.weights == "file" and not self.weights_path.strip():
             raise ValueError(
                 "model.weights is 'file' but model.weights_path is empty: set it to a Keras "
-                "weights file, e.g. "
-                "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+                f"weights file, e.g. {WEIGHTS_FILE_EXAMPLE}"
             )
         if self.architecture == KERAS_HUB:
             return self._keras_hub_consistent()
@@ -511,7 +488,7 @@ def base_layer_count(model: ModelParams) -> int | None:
     backbone can tell (the finetune stage checks it then).
     """
     if model.architecture != KERAS_HUB:
-        return BASE_LAYER_COUNTS[model.architecture]
+        return ARCHITECTURES[model.architecture].layers
     preset = keras_hub_preset(model.kaggle_handle)
     if preset is None or preset[0] != "keras":
         return None

@@ -41,53 +41,11 @@ def learning_curves(
     for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
         for phase in phases:
             rows = [r for r in history if r["phase"] == phase]
-            ep = [int(r["epoch"]) for r in rows]
-            color = PHASE_COLORS.get(phase)
-            ax.plot(
-                ep,
-                [float(r[metric]) for r in rows],
-                "-o",
-                ms=3,
-                color=color,
-                label=f"{phase} train",
-            )
-            ax.plot(
-                ep,
-                [float(r[f"val_{metric}"]) for r in rows],
-                "--s",
-                ms=3,
-                color=color,
-                label=f"{phase} val",
-            )
             best = (best_epochs or {}).get(phase)
-            if best in ep:
-                ax.plot(
-                    best,
-                    float(rows[ep.index(best)][f"val_{metric}"]),
-                    "*",
-                    ms=13,
-                    color=color,
-                    mec="black",
-                    mew=0.6,
-                    zorder=5,
-                    label=f"{phase} best epoch",
-                )
-            if phase in (shaded or {}):
-                first, last, label = shaded[phase]
-                ax.axvspan(first - 0.5, last + 0.5, color=color, alpha=0.12, lw=0, label=label)
+            _phase_curves(ax, metric, phase, rows, best, (shaded or {}).get(phase))
         if "finetune" in phases:
             start = min(int(r["epoch"]) for r in history if r["phase"] == "finetune")
-            ax.axvline(start - 0.5, color="gray", lw=1, ls=":")
-            ax.annotate(
-                "fine-tuning starts",
-                (start - 0.5, 0.98),
-                xycoords=("data", "axes fraction"),
-                ha="right",
-                va="top",
-                fontsize=8,
-                color="gray",
-                rotation=90,
-            )
+            _mark_finetune_start(ax, start)
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.set_title(metric.capitalize())
@@ -96,6 +54,59 @@ def learning_curves(
     axes[0].legend(fontsize=8, loc="lower right")
     fig.suptitle("Learning curves")
     _save(fig, path)
+
+
+def _phase_curves(
+    ax: plt.Axes,
+    metric: str,
+    phase: str,
+    rows: Sequence[dict],
+    best: int | None,
+    shade: tuple[int, int, str] | None,
+) -> None:
+    """One phase's train and val curves of ``metric``, its best epoch starred and, with
+    ``shade``, the range ``(first epoch, last epoch, label)`` shaded."""
+    ep = [int(r["epoch"]) for r in rows]
+    color = PHASE_COLORS.get(phase)
+    ax.plot(ep, [float(r[metric]) for r in rows], "-o", ms=3, color=color, label=f"{phase} train")
+    ax.plot(
+        ep,
+        [float(r[f"val_{metric}"]) for r in rows],
+        "--s",
+        ms=3,
+        color=color,
+        label=f"{phase} val",
+    )
+    if best in ep:
+        ax.plot(
+            best,
+            float(rows[ep.index(best)][f"val_{metric}"]),
+            "*",
+            ms=13,
+            color=color,
+            mec="black",
+            mew=0.6,
+            zorder=5,
+            label=f"{phase} best epoch",
+        )
+    if shade is not None:
+        first, last, label = shade
+        ax.axvspan(first - 0.5, last + 0.5, color=color, alpha=0.12, lw=0, label=label)
+
+
+def _mark_finetune_start(ax: plt.Axes, start: int) -> None:
+    """A vertical line where fine-tuning starts (epoch ``start``)."""
+    ax.axvline(start - 0.5, color="gray", lw=1, ls=":")
+    ax.annotate(
+        "fine-tuning starts",
+        (start - 0.5, 0.98),
+        xycoords=("data", "axes fraction"),
+        ha="right",
+        va="top",
+        fontsize=8,
+        color="gray",
+        rotation=90,
+    )
 
 
 def confusion_matrices(

@@ -121,14 +121,9 @@ ANIMALS: dict[str, Animal] = {
 }
 
 
-def _draw_animal(
-    draw: ImageDraw.ImageDraw, rng: np.random.Generator, a: Animal, cx: int, cy: int, s: int
+def _draw_tail(
+    draw: ImageDraw.ImageDraw, a: Animal, fur: tuple, cx: int, bw: int, by: int, s: int
 ) -> None:
-    """Draw animal ``a`` with its body centred near ``(cx, cy)``, about ``s`` pixels tall."""
-    fur = _jitter(rng, a.fur, 18)
-    dark = tuple(max(0, c - 50) for c in fur)
-    bw, bh = int(s * a.body[0] / 2), int(s * a.body[1] / 2)
-    by = cy + s // 6
     if a.tail == "line":
         draw.line(
             (cx + bw // 2, by, cx + bw + s // 5, by - s // 3), fill=fur, width=max(1, s // 12)
@@ -144,55 +139,65 @@ def _draw_animal(
             fill=fur,
             width=max(1, s // 16),
         )
-    draw.ellipse(
-        (cx - bw, by - bh, cx + bw, by + bh), fill=fur, outline=dark, width=max(1, s // 40)
-    )
-    if a.belly:
-        draw.ellipse(
-            (cx - bw // 2, by - bh // 3, cx + bw // 2, by + bh * 4 // 5),
-            fill=_jitter(rng, a.belly, 10),
+
+
+def _draw_ear(
+    draw: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    a: Animal,
+    colours: tuple[tuple, tuple],
+    head: tuple[int, int, int],
+    er: int,
+    side: int,
+) -> None:
+    """One ear of the head ``(hx, hy, radius)``, on ``side`` -1 (left) or 1 (right)."""
+    (fur, dark), (hx, hy, hr) = colours, head
+    if a.ears == "pointed":
+        tip = (hx + side * int(hr * 0.75), hy - hr - er)
+        draw.polygon(
+            [(hx + side * hr // 4, hy - hr // 2), (hx + side * hr, hy - hr // 4), tip],
+            fill=fur,
+            outline=dark,
         )
-    hr = max(2, int(s * a.head))
-    hx, hy = cx, by - bh - hr // 2
-    er = int(hr * 0.6 * a.ear_size)
-    for side in (-1, 1):
-        if a.ears == "pointed":
-            tip = (hx + side * int(hr * 0.75), hy - hr - er)
-            draw.polygon(
-                [(hx + side * hr // 4, hy - hr // 2), (hx + side * hr, hy - hr // 4), tip],
-                fill=fur,
-                outline=dark,
-            )
-        elif a.ears == "round":
-            ex, ey = hx + side * hr, hy - hr
-            draw.ellipse((ex - er, ey - er, ex + er, ey + er), fill=fur, outline=dark)
-            if a.inner_ear:
-                draw.ellipse(
-                    (ex - er // 2, ey - er // 2, ex + er // 2, ey + er // 2),
-                    fill=_jitter(rng, a.inner_ear, 10),
-                )
-        elif a.ears == "long":
-            ex = hx + side * hr // 2
+    elif a.ears == "round":
+        ex, ey = hx + side * hr, hy - hr
+        draw.ellipse((ex - er, ey - er, ex + er, ey + er), fill=fur, outline=dark)
+        if a.inner_ear:
             draw.ellipse(
-                (ex - hr // 4, hy - hr - 2 * er, ex + hr // 4, hy - hr // 2), fill=fur, outline=dark
+                (ex - er // 2, ey - er // 2, ex + er // 2, ey + er // 2),
+                fill=_jitter(rng, a.inner_ear, 10),
             )
-            if a.inner_ear:
-                draw.ellipse(
-                    (ex - hr // 8, hy - hr - 2 * er + hr // 6, ex + hr // 8, hy - hr * 2 // 3),
-                    fill=_jitter(rng, a.inner_ear, 10),
-                )
-        elif a.ears == "tufts":
-            draw.polygon(
-                [
-                    (hx + side * hr // 2, hy - hr * 3 // 4),
-                    (hx + side * hr, hy - hr // 2),
-                    (hx + side * hr, hy - hr - hr // 3),
-                ],
-                fill=dark,
+    elif a.ears == "long":
+        ex = hx + side * hr // 2
+        draw.ellipse(
+            (ex - hr // 4, hy - hr - 2 * er, ex + hr // 4, hy - hr // 2), fill=fur, outline=dark
+        )
+        if a.inner_ear:
+            draw.ellipse(
+                (ex - hr // 8, hy - hr - 2 * er + hr // 6, ex + hr // 8, hy - hr * 2 // 3),
+                fill=_jitter(rng, a.inner_ear, 10),
             )
-    draw.ellipse(
-        (hx - hr, hy - hr, hx + hr, hy + hr), fill=fur, outline=dark, width=max(1, s // 40)
-    )
+    elif a.ears == "tufts":
+        draw.polygon(
+            [
+                (hx + side * hr // 2, hy - hr * 3 // 4),
+                (hx + side * hr, hy - hr // 2),
+                (hx + side * hr, hy - hr - hr // 3),
+            ],
+            fill=dark,
+        )
+
+
+def _draw_face(
+    draw: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    a: Animal,
+    dark: tuple,
+    hx: int,
+    hy: int,
+    hr: int,
+) -> None:
+    """Muzzle, eyes, snout or beak or nose, and whiskers of the head ``(hx, hy, hr)``."""
     if a.muzzle:
         draw.ellipse(
             (hx - hr // 2, hy, hx + hr // 2, hy + hr * 3 // 4), fill=_jitter(rng, a.muzzle, 10)
@@ -228,6 +233,34 @@ def _draw_animal(
         for side in (-1, 1):
             for dy in (0, hr // 8):
                 draw.line((hx, hy + hr // 3 + dy, hx + side * hr, hy + hr // 4 + 2 * dy), fill=dark)
+
+
+def _draw_animal(
+    draw: ImageDraw.ImageDraw, rng: np.random.Generator, a: Animal, cx: int, cy: int, s: int
+) -> None:
+    """Draw animal ``a`` with its body centred near ``(cx, cy)``, about ``s`` pixels tall."""
+    fur = _jitter(rng, a.fur, 18)
+    dark = tuple(max(0, c - 50) for c in fur)
+    bw, bh = int(s * a.body[0] / 2), int(s * a.body[1] / 2)
+    by = cy + s // 6
+    _draw_tail(draw, a, fur, cx, bw, by, s)
+    draw.ellipse(
+        (cx - bw, by - bh, cx + bw, by + bh), fill=fur, outline=dark, width=max(1, s // 40)
+    )
+    if a.belly:
+        draw.ellipse(
+            (cx - bw // 2, by - bh // 3, cx + bw // 2, by + bh * 4 // 5),
+            fill=_jitter(rng, a.belly, 10),
+        )
+    hr = max(2, int(s * a.head))
+    hx, hy = cx, by - bh - hr // 2
+    er = int(hr * 0.6 * a.ear_size)
+    for side in (-1, 1):
+        _draw_ear(draw, rng, a, (fur, dark), (hx, hy, hr), er, side)
+    draw.ellipse(
+        (hx - hr, hy - hr, hx + hr, hy + hr), fill=fur, outline=dark, width=max(1, s // 40)
+    )
+    _draw_face(draw, rng, a, dark, hx, hy, hr)
 
 
 def draw_scene(rng: np.random.Generator, cls: str, width: int, height: int) -> Image.Image:

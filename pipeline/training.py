@@ -26,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pipeline import paths
 from pipeline.data import PREPARED_DIR, Split, load_prepared, make_dataset
 from pipeline.params import AugmentationParams
 from pipeline.utils import PipelineError, log, write_csv
@@ -64,7 +65,7 @@ def load_train_val(
     image_size: int,
     batch_size: int,
     seed: int,
-    split_dir: str | Path = "data/split",
+    split_dir: str | Path = paths.SPLIT,
     prepared_dir: str | Path = PREPARED_DIR,
     augment: AugmentationParams | None = None,
 ) -> tuple[Split, tf.data.Dataset, tf.data.Dataset]:
@@ -113,7 +114,7 @@ def feature_datasets(
     image_size: int,
     batch_size: int,
     seed: int,
-    split_dir: str | Path = "data/split",
+    split_dir: str | Path = paths.SPLIT,
     prepared_dir: str | Path = PREPARED_DIR,
     stored: dict[str, np.ndarray] | None = None,
     augment: AugmentationParams | None = None,
@@ -135,46 +136,81 @@ def feature_datasets(
     forward = inference_fn(features)
     use_views = bool(views and augment is not None and augment.enabled)
     if stored is not None:
-        f_train, f_val = stored["train"], stored["val"]
-        if (len(f_train), len(f_val)) != (len(train), len(val)):
-            raise PipelineError(
-                f"stored base features hold {len(f_train)} + {len(f_val)} images, the splits "
-                f"{len(train)} + {len(val)}: run the baseline stage again (dvc repro baseline)"
-            )
-        log.info("base features of %d images reused from the baseline stage", len(train) + len(val))
+        f_train, f_val = _stored_features(stored, train, val)
     else:
-        start = time.perf_counter()
-        # with views, the head never sees the un-augmented train features
-        f_train = None if use_views else extract_features(forward, train, image_size, batch_size)
-        f_val = extract_features(forward, val, image_size, batch_size)
-        seconds = time.perf_counter() - start
-        n = len(val) if use_views else len(train) + len(val)
-        log.info(
-            "base features of %d images computed once in %.1f s (%.0f images/s), %s each",
-            n,
-            seconds,
-            n / max(seconds, 1e-9),
-            "x".join(map(str, f_val.shape[1:])),
-        )
+        f_train, f_val = _features_once(forward, train, val, image_size, batch_size, use_views)
     labels = np.asarray(train.labels, np.int32)
     if use_views:
-        start = time.perf_counter()
-        f_views = extract_features(
-            forward, train, image_size, batch_size, augment=augment, views=views, seed=seed
-        )
-        seconds = time.perf_counter() - start
-        log.info(
-            "%d augmented views of the base features of %d train images computed in %.1f s "
-            "(%.0f images/s)",
-            views,
-            len(train),
-            seconds,
-            views * len(train) / max(seconds, 1e-9),
-        )
+        f_views = _view_features(forward, train, image_size, batch_size, augment, views, seed)
         train_ds = view_dataset(f_views, labels, batch_size, seed)
     else:
         train_ds = feature_dataset(f_train, labels, batch_size, seed)
     return train, train_ds, feature_dataset(f_val, np.asarray(val.labels, np.int32), batch_size)
+
+
+def _stored_features(
+    stored: dict[str, np.ndarray], train: Split, val: Split
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``train`` and ``val`` features of the baseline stage, checked against the splits."""
+    f_train, f_val = stored["train"], stored["val"]
+    if (len(f_train), len(f_val)) != (len(train), len(val)):
+        raise PipelineError(
+            f"stored base features hold {len(f_train)} + {len(f_val)} images, the splits "
+            f"{len(train)} + {len(val)}: run the baseline stage again (dvc repro baseline)"
+        )
+    log.info("base features of %d images reused from the baseline stage", len(train) + len(val))
+    return f_train, f_val
+
+
+def _features_once(
+    forward: Callable,
+    train: Split,
+    val: Split,
+    image_size: int,
+    batch_size: int,
+    use_views: bool,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """The train (``None`` with views: the head never sees the un-augmented train features)
+    and val features, one forward pass each."""
+    start = time.perf_counter()
+    f_train = None if use_views else extract_features(forward, train, image_size, batch_size)
+    f_val = extract_features(forward, val, image_size, batch_size)
+    seconds = time.perf_counter() - start
+    n = len(val) if use_views else len(train) + len(val)
+    log.info(
+        "base features of %d images computed once in %.1f s (%.0f images/s), %s each",
+        n,
+        seconds,
+        n / max(seconds, 1e-9),
+        "x".join(map(str, f_val.shape[1:])),
+    )
+    return f_train, f_val
+
+
+def _view_features(
+    forward: Callable,
+    train: Split,
+    image_size: int,
+    batch_size: int,
+    augment: AugmentationParams | None,
+    views: int,
+    seed: int,
+) -> np.ndarray:
+    """The features of ``views`` augmented copies of each train image."""
+    start = time.perf_counter()
+    f_views = extract_features(
+        forward, train, image_size, batch_size, augment=augment, views=views, seed=seed
+    )
+    seconds = time.perf_counter() - start
+    log.info(
+        "%d augmented views of the base features of %d train images computed in %.1f s "
+        "(%.0f images/s)",
+        views,
+        len(train),
+        seconds,
+        views * len(train) / max(seconds, 1e-9),
+    )
+    return f_views
 
 
 def feature_dataset(
@@ -215,8 +251,8 @@ def view_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-LIVE_TRANSFER = Path("reports/live/transfer")
-LIVE_TRAINING = Path("reports/live/training")
+LIVE_TRANSFER = paths.LIVE_TRANSFER
+LIVE_TRAINING = paths.LIVE_TRAINING
 
 
 def open_live(path: str | Path, *, first_step: int, resume_from: str | Path | None = None) -> Live:
@@ -330,57 +366,99 @@ def fit_phase(
     history's train loss is then the weighted loss (as Keras reports it); accuracy and the val
     figures are never weighted.
     """
-    from pipeline import distribute
-
-    early = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=patience, restore_best_weights=True, verbose=1
+    callbacks = _phase_callbacks(
+        checkpoint or model, patience, work_dir, log_dir, step_offset, live
     )
-    callbacks = [
-        early,
-        *([live_callback(live)] if live is not None else []),
-        _Checkpoint(
-            checkpoint or model,
-            work_dir / "best.weights.h5",
-            monitor="val_loss",
-            save_best_only=True,
-            save_weights_only=True,
-        ),
-        tensorboard := PhaseTensorBoard(
-            str(log_dir), step_offset=step_offset, histogram_freq=0, write_graph=False
-        ),
-    ]
+    tensorboard = callbacks[-1]
     total = initial_epoch + epochs
     log.info("%s: epochs %d..%d", phase, initial_epoch + 1, total)
     try:
-        if strategy is not None and distribute.is_multi_worker(strategy):
-            hist = fit_distributed(
-                model,
-                strategy,
-                train_ds,
-                val_ds,
-                epochs=total,
-                initial_epoch=initial_epoch,
-                callbacks=callbacks,
-                verbose=2 if distribute.is_chief(strategy) else 0,
-                class_weight=class_weight,
-            )
-        else:
-            hist = model.fit(
-                train_ds,
-                validation_data=val_ds,
-                epochs=total,
-                initial_epoch=initial_epoch,
-                callbacks=callbacks,
-                verbose=2,
-                class_weight=class_weight,
-            )
+        hist = _fit(
+            model, train_ds, val_ds, total, initial_epoch, callbacks, strategy, class_weight
+        )
     except BaseException:
         # Interrupted (SIGINT/SIGTERM) or failed: close the event writers now, or they flush
         # at exit and recreate the temporary log folder the stage has just removed.
         tensorboard._close_writers()
         raise
+    return _phase_history(model, hist.history, phase, epochs, initial_epoch, step_offset)
+
+
+def _phase_callbacks(
+    checkpoint: keras.Model,
+    patience: int,
+    work_dir: Path,
+    log_dir: Path,
+    step_offset: int,
+    live: Live | None,
+) -> list[keras.callbacks.Callback]:
+    """Early stopping, DVCLive (with ``live``), the best-epoch checkpoint of ``checkpoint`` and
+    TensorBoard, last."""
+    early = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=patience, restore_best_weights=True, verbose=1
+    )
+    return [
+        early,
+        *([live_callback(live)] if live is not None else []),
+        _Checkpoint(
+            checkpoint,
+            work_dir / "best.weights.h5",
+            monitor="val_loss",
+            save_best_only=True,
+            save_weights_only=True,
+        ),
+        PhaseTensorBoard(
+            str(log_dir), step_offset=step_offset, histogram_freq=0, write_graph=False
+        ),
+    ]
+
+
+def _fit(
+    model: keras.Model,
+    train_ds: object,
+    val_ds: object,
+    total: int,
+    initial_epoch: int,
+    callbacks: list[keras.callbacks.Callback],
+    strategy: object | None,
+    class_weight: dict[int, float] | None,
+) -> keras.callbacks.History:
+    """``Model.fit``, or :func:`fit_distributed` under ``MultiWorkerMirroredStrategy``."""
+    from pipeline import distribute
+
+    if strategy is not None and distribute.is_multi_worker(strategy):
+        return fit_distributed(
+            model,
+            strategy,
+            train_ds,
+            val_ds,
+            epochs=total,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=2 if distribute.is_chief(strategy) else 0,
+            class_weight=class_weight,
+        )
+    return model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=total,
+        initial_epoch=initial_epoch,
+        callbacks=callbacks,
+        verbose=2,
+        class_weight=class_weight,
+    )
+
+
+def _phase_history(
+    model: keras.Model,
+    h: dict[str, list],
+    phase: str,
+    epochs: int,
+    initial_epoch: int,
+    step_offset: int,
+) -> tuple[list[list], PhaseResult]:
+    """The history rows (:data:`HISTORY_COLUMNS`) of a fitted phase and its summary, logged."""
     lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
-    h = hist.history
     n = len(h["loss"])
     rows = [
         [
@@ -464,9 +542,45 @@ def fit_distributed(
         steps=None,
         model=model,
     )
-    loss_fn, optimizer = keras.losses.get(model.loss), model.optimizer
     train_dist = strategy.experimental_distribute_dataset(_shardable(train_ds))
     val_dist = strategy.experimental_distribute_dataset(_shardable(val_ds))
+    train_step, val_step = _replica_steps(model, strategy, class_weight)
+    model.stop_training = False
+    cbs.on_train_begin()
+    logs: dict | None = None
+    for epoch in range(initial_epoch, epochs):
+        cbs.on_epoch_begin(epoch)
+        logs = _run_epoch(train_dist, train_step, cbs.on_train_batch_begin, cbs.on_train_batch_end)
+        cbs.on_test_begin()
+        val_logs = _run_epoch(val_dist, val_step, cbs.on_test_batch_begin, cbs.on_test_batch_end)
+        cbs.on_test_end(val_logs)
+        logs.update({f"val_{k}": v for k, v in val_logs.items()})
+        cbs.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    cbs.on_train_end(logs)
+    return history
+
+
+def _run_epoch(dist: object, step_fn: object, on_begin: object, on_end: object) -> dict:
+    """One pass of ``step_fn`` over the distributed dataset ``dist``: mean loss and accuracy."""
+    total = tf.zeros(3)
+    for i, batch in enumerate(dist):
+        on_begin(i)
+        total += step_fn(batch)
+        on_end(i)
+    loss_sum, correct, n = (float(v) for v in total.numpy())
+    return {"loss": loss_sum / n, "accuracy": correct / n}
+
+
+def _replica_steps(
+    model: keras.Model, strategy: tf.distribute.Strategy, class_weight: dict[int, float] | None
+) -> tuple[Callable, Callable]:
+    """The train and val steps of :func:`fit_distributed`: ``strategy.run`` of a replica's step
+    on a distributed batch, returning the summed per-image loss, correct images and images.
+
+    """
+    loss_fn, optimizer = keras.losses.get(model.loss), model.optimizer
     table = None
     if class_weight is not None:
         # class index -> weight; a class missing from the dict weighs 1, as in Model.fit
@@ -513,32 +627,7 @@ def fit_distributed(
 
         return step
 
-    train_step, val_step = reduced(train_replica), reduced(val_replica)
-
-    def run_epoch(dist: object, step_fn: object, on_begin: object, on_end: object) -> dict:
-        total = tf.zeros(3)
-        for i, batch in enumerate(dist):
-            on_begin(i)
-            total += step_fn(batch)
-            on_end(i)
-        loss_sum, correct, n = (float(v) for v in total.numpy())
-        return {"loss": loss_sum / n, "accuracy": correct / n}
-
-    model.stop_training = False
-    cbs.on_train_begin()
-    logs: dict | None = None
-    for epoch in range(initial_epoch, epochs):
-        cbs.on_epoch_begin(epoch)
-        logs = run_epoch(train_dist, train_step, cbs.on_train_batch_begin, cbs.on_train_batch_end)
-        cbs.on_test_begin()
-        val_logs = run_epoch(val_dist, val_step, cbs.on_test_batch_begin, cbs.on_test_batch_end)
-        cbs.on_test_end(val_logs)
-        logs.update({f"val_{k}": v for k, v in val_logs.items()})
-        cbs.on_epoch_end(epoch, logs)
-        if model.stop_training:
-            break
-    cbs.on_train_end(logs)
-    return history
+    return reduced(train_replica), reduced(val_replica)
 
 
 def write_history(path: str | Path, rows: list[list]) -> None:

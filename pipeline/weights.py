@@ -6,8 +6,8 @@ its weights loaded, and a JSON-serialisable provenance record (never credentials
 * ``sample`` – pretrain the base on a generated *source* task (which of eight other cartoon
   animals is in a cluttered scene, :func:`pipeline.synthetic.animal_batch`), so the offline
   default is genuine transfer learning: none of the source classes is a target class;
-* ``file`` – a Keras weights file (``model.weights_path``), e.g. keras.applications'
-  ``mobilenet_v2_weights_tf_dim_ordering_tf_kernels_<alpha>_224_no_top.h5``;
+* ``file`` – a Keras weights file (``model.weights_path``), e.g. the headless ImageNet weights
+  file keras.applications names for the architecture (:func:`pipeline.architectures.weights_file`);
 * ``imagenet`` – keras.applications' own download (needs network access);
 * ``kaggle`` – a pinned Kaggle handle through kagglehub (:mod:`pipeline.sources.kaggle`): a
   keras.applications weights file, or, with ``model.architecture: keras_hub``, a KerasHub
@@ -25,8 +25,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline.models import build_base, keras_hub_base_from_preset, preprocessing
-from pipeline.params import KERAS_HUB, Params
+from pipeline.architectures import KERAS_HUB, KERAS_HUB_EXAMPLE
+from pipeline.models import (
+    build_base,
+    keras_hub_backbone_class,
+    keras_hub_base_from_preset,
+    preprocessing,
+)
+from pipeline.params import Params
 from pipeline.synthetic import ANIMALS, animal_batch
 from pipeline.utils import PipelineError, log
 
@@ -140,15 +146,14 @@ def _kaggle(params: Params) -> tuple[keras.Model, Provenance]:
 def _keras_hub(params: Params) -> tuple[keras.Model, Provenance]:
     from pipeline.sources.kaggle import download_keras_hub_preset
 
-    folder, info = download_keras_hub_preset(params)
+    folder, info = download_keras_hub_preset(params, keras_hub_backbone_class)
     try:
         base, spec = keras_hub_base_from_preset(folder)
     except Exception as exc:  # a preset whose files keras-hub cannot build an image backbone from
         raise PipelineError(
             f"could not build the backbone of KerasHub preset {info['handle']}: "
             f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}. Set model.kaggle_handle to "
-            "a KerasHub image preset, e.g. "
-            "keras/mobilenetv3/keras/mobilenet_v3_large_100_imagenet/1"
+            f"a KerasHub image preset, e.g. {KERAS_HUB_EXAMPLE}"
         ) from None
     log.info(
         "KerasHub preset %s: %s, %d layers, %d parameters",

@@ -6,8 +6,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from pipeline.bench import make_project
 from pipeline.utils import subprocess_env
+from pipeline.workspace import make_project
 from tests.conftest import ROOT
 
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from pipeline.data import augment_batch, augment_images, load_split, make_dataset
 from pipeline.params import AugmentationParams, TransferParams
-from pipeline.split import main as split_main
+from pipeline.stages.split import main as split_main
 
 OFF = {"flip": False, "rotation": 0, "zoom": 0, "translation": 0, "contrast": 0, "brightness": 0}
 

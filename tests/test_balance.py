@@ -105,8 +105,8 @@ def test_finetune_stage_trains_with_the_train_splits_class_weights(
     """The fine-tune stage of the tiny pipeline, one epoch, on a train split made imbalanced (3
     images of one class, 9 of each other) trains with, and records, that split's balanced
     weights. (The transfer stage does so in tests/test_distribute_e2e.py, in both loops.)"""
-    from pipeline import finetune, prepare
-    from pipeline.model_card import class_counts
+    from pipeline.card import class_counts
+    from pipeline.stages import finetune, prepare
 
     work = tmp_path / "work"
     for name in ("params.yaml", "data/raw", "data/split", "models/transfer"):

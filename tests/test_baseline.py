@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline import features as feats
-from pipeline.baseline import C_GRID, fit_probe, linear_head, probabilities
+from pipeline.probe import C_GRID, fit_probe, linear_head, probabilities
 from tests.conftest import tiny_params_dict
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.bench import PRESETS, STEP_ROWS, main
-from pipeline.experiment import resolve
+from pipeline.tools.bench import PRESETS, main
+from pipeline.tools.bench_steps import STEP_ROWS
+from pipeline.tools.experiment import resolve
 from tests.conftest import tiny_params_dict
 
 
@@ -58,7 +59,7 @@ def test_steps_measures_every_row(tmp_path: Path, capsys):
 
 
 def test_quality_table_puts_every_phase_beside_the_reference():
-    from pipeline.bench import format_quality
+    from pipeline.tools.bench_runs import format_quality
 
     phase = {"val_accuracy": 0.8, "test_accuracy": 0.75, "val_macro_f1": 0.7,
              "test_macro_f1": 0.65, "s": 30.0, "rss_mb": 900.0}  # fmt: skip
@@ -91,7 +92,7 @@ def test_quality_table_puts_every_phase_beside_the_reference():
 
 @pytest.mark.slow
 def test_reference_recipe_runs_on_the_pipelines_split(trained_repo: Path):
-    from pipeline.reference import reference_run
+    from pipeline.tools.reference import reference_run
 
     weights = str(trained_repo / "models/base.weights.h5")
     result = reference_run(trained_repo, 32, 0.35, weights, seed=7)

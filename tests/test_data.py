@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.data import load_split, make_dataset
-from pipeline.split import main as split_main
+from pipeline.stages.split import main as split_main
 from pipeline.utils import PipelineError
 
 

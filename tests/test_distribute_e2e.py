@@ -1,8 +1,9 @@
 """Two-worker ``MultiWorkerMirroredStrategy`` run of the transfer stage, as two local processes.
 
-The chief and the other worker each run ``python -m pipeline.transfer`` in their own copy of a
-tiny workspace, with a ``TF_CONFIG`` that lists both on free localhost ports; collective ops go
-over gRPC on localhost. The run is compared with a one-process run of the same global batch.
+The chief and the other worker each run ``python -m pipeline.stages.transfer`` in their own
+copy of a tiny workspace, with a ``TF_CONFIG`` that lists both on free localhost ports;
+collective ops go over gRPC on localhost. The run is compared with a one-process run of the
+same global batch.
 Both use balanced class weights (the train split is one image short of balanced), so the loop's
 weighting of the per-image losses is checked against ``Model.fit(class_weight=...)`` too.
 """
@@ -76,7 +77,7 @@ def _workspace(path: Path, raw: Path, params: dict, base_weights: Path) -> Path:
     (path / "models").mkdir()
     shutil.copy2(base_weights, path / "models" / "base.weights.h5")
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    from pipeline.prepare import main as prepare
+    from pipeline.stages.prepare import main as prepare
 
     prepare(
         [f"--{k}={path / v}" for k, v in
@@ -93,7 +94,7 @@ def _files(root: Path) -> set[str]:
 def _start(cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
     with open(log, "w") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "pipeline.transfer"],
+            [sys.executable, "-m", "pipeline.stages.transfer"],
             cwd=cwd,
             env=env,
             stdout=out,

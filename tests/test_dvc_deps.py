@@ -128,14 +128,16 @@ def test_every_stage_lists_every_module_it_imports():
 
 
 def test_import_graph_follows_lazy_string_and_package_imports():
-    evaluate = imported_modules(ROOT, "pipeline.evaluate")
+    evaluate = imported_modules(ROOT, "pipeline.stages.evaluate")
     # lazy import inside main(), and what it imports in turn
     assert {"pipeline.models", "pipeline.plots", "pipeline.data", "pipeline.params"} <= evaluate
     assert "pipeline" in evaluate  # pipeline/__init__.py runs first
-    data = imported_modules(ROOT, "pipeline.download_data")
+    data = imported_modules(ROOT, "pipeline.stages.download_data")
     # importlib.import_module("pipeline.sources.sample") and its package
     assert {"pipeline.sources", "pipeline.sources.sample", "pipeline.sources.kaggle"} <= data
-    assert "pipeline.bench" not in evaluate  # only what is imported
+    assert (
+        "pipeline.tools.bench" not in evaluate and "pipeline.workspace" not in evaluate
+    )  # only what is imported
 
 
 @pytest.mark.parametrize(

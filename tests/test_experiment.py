@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.experiment import (
+from pipeline.params import parse_yaml, read_yaml
+from pipeline.tools.experiment import (
     ExperimentError,
     command,
     dvc_value,
@@ -17,7 +18,6 @@ from pipeline.experiment import (
     profile_names,
     resolve,
 )
-from pipeline.params import parse_yaml, read_yaml
 from tests.conftest import ROOT
 
 PROFILES = ROOT / "profiles"

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import export
+from pipeline import exporting
+from pipeline.stages import export
 from pipeline.utils import PipelineError
 from tests.conftest import ROOT
 
@@ -26,14 +27,14 @@ def _probs(n: int = 20, k: int = 4, seed: int = 0) -> np.ndarray:
 def test_check_exports_accepts_small_and_names_large_differences():
     ref = _probs()
     close = ref + np.float32(2e-6)
-    results = export.check_exports(ref, {"saved_model": close}, tolerance=1e-4)
+    results = exporting.check_exports(ref, {"saved_model": close}, tolerance=1e-4)
     assert results["saved_model"]["max_abs_diff"] == pytest.approx(2e-6, rel=0.05)
     assert results["saved_model"]["argmax_agreement"] == 1.0
 
     far = ref.copy()
     far[3] = far[3][::-1]  # one image with its probabilities reversed: another class
     with pytest.raises(PipelineError) as err:
-        export.check_exports(ref, {"saved_model": close, "tflite": far}, tolerance=1e-4)
+        exporting.check_exports(ref, {"saved_model": close, "tflite": far}, tolerance=1e-4)
     message = str(err.value)
     assert "tflite" in message and "saved_model" not in message
     assert "export.tolerance" in message and "95.0% of 20 test images" in message
@@ -44,7 +45,7 @@ def test_check_exports_refuses_nan():
     bad = ref.copy()
     bad[0, 0] = np.nan
     with pytest.raises(PipelineError, match="tflite"):
-        export.check_exports(ref, {"tflite": bad}, tolerance=0.5)
+        exporting.check_exports(ref, {"tflite": bad}, tolerance=0.5)
 
 
 # --- after one tiny `dvc repro` (the session's `trained_repo`) -------------------------------
@@ -100,7 +101,7 @@ def test_saved_model_export_is_byte_reproducible(tmp_path: Path):
     save_model(model, tmp_path / "model.keras")
     code = (
         "import sys; from pathlib import Path; from pipeline.models import load_model; "
-        "from pipeline.export import export_saved_model; "
+        "from pipeline.exporting import export_saved_model; "
         "export_saved_model(load_model(sys.argv[1]), Path(sys.argv[2]))"
     )
     for name in ("a", "b"):
@@ -151,13 +152,13 @@ def test_exports_reproduce_keras_predictions(trained_repo: Path):
 def test_failed_check_keeps_previous_exports(trained_repo: Path, monkeypatch):
     out, report = trained_repo / "models/export", trained_repo / "reports/export.json"
     before, report_before = _digest(out), report.read_text()
-    real = export.tflite_predictor
+    real = exporting.tflite_predictor
 
-    def drifting(path: Path) -> export.Predictor:
+    def drifting(path: Path) -> exporting.Predictor:
         predict = real(path)
         return lambda x: predict(x) + np.float32(0.01)
 
-    monkeypatch.setattr(export, "tflite_predictor", drifting)
+    monkeypatch.setattr(exporting, "tflite_predictor", drifting)
     with pytest.raises(PipelineError, match=r"tflite: max \|probability difference\| 0\.01"):
         export.main(
             [

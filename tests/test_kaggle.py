@@ -13,12 +13,12 @@ import kagglehub
 import numpy as np
 import pytest
 
+from pipeline.architectures import weights_file_pattern
 from pipeline.params import parse_params, read_yaml
 from pipeline.sources import get_data_source
 from pipeline.sources.kaggle import (
     KaggleSource,
     download_weights_file,
-    keras_applications_name,
     parse_handle,
 )
 from pipeline.synthetic import SCENE_CLASSES
@@ -385,7 +385,7 @@ def test_weights_file_choice_and_errors(kaggle_env: KaggleClient):
     # Several files: the one keras.applications names for the architecture and alpha.
     path, info = download_weights_file(_weights_params("someone/all-weights/versions/1"))
     assert path.read_bytes() == b"alpha 0.35" and info["file"] == f"weights/{v2.format('0.35')}"
-    assert keras_applications_name("mobilenet_v3_small", 1.0).fullmatch(
+    assert weights_file_pattern("mobilenet_v3_small", 1.0).fullmatch(
         "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"
     )
     message = _fail(download_weights_file, _weights_params("someone/two/versions/1"))

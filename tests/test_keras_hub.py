@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
+from pipeline.architectures import KERAS_HUB_LAYER_COUNTS
 from pipeline.models import (
     build_base,
     classifier_from_params,
@@ -28,7 +29,7 @@ from pipeline.models import (
     save_base,
     unfreeze_last,
 )
-from pipeline.params import KERAS_HUB_LAYER_COUNTS, parse_params, read_yaml
+from pipeline.params import parse_params, read_yaml
 from pipeline.utils import PipelineError
 from tests import kaggle_fixtures
 from tests.conftest import ROOT, tiny_params_dict
@@ -274,7 +275,7 @@ def test_wrong_handle_version_or_preset_fails_clearly(hub, case, expected):
 
 
 def test_failed_download_keeps_the_previous_base(hub, tmp_path):
-    from pipeline import download_weights
+    from pipeline.stages import download_weights
 
     params_file, out, info = tmp_path / "params.yaml", tmp_path / "base.weights.h5", tmp_path / "i"
     model = {"architecture": "keras_hub", "alpha": 1.0, "weights": "kaggle"}

@@ -9,7 +9,8 @@ from PIL import Image
 
 from pipeline.leakage import dhash, near_duplicate_groups, near_duplicate_pairs
 from pipeline.params import SplitParams
-from pipeline.split import SPLITS, main, make_split
+from pipeline.splitting import SPLITS, make_split
+from pipeline.stages.split import main
 from pipeline.utils import read_csv, read_json
 
 SPLIT = SplitParams(train=0.7, val=0.2, test=0.1)  # the real profiles' fractions

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from pipeline import plots
-from pipeline.model_card import class_counts, relevant_params, render_card, wilson_interval
+from pipeline.card import class_counts, relevant_params, render_card, wilson_interval
 from pipeline.utils import read_csv
 
 CLASSES = ["cat", "dog"]

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
+from pipeline.architectures import ARCHITECTURES, KERAS_APPLICATIONS
 from pipeline.models import (
-    ARCHITECTURES,
     _renumber_shared_objects,
     build_base,
     build_classifier,
@@ -16,7 +16,6 @@ from pipeline.models import (
     load_model,
     unfreeze_last,
 )
-from pipeline.params import ALPHAS, BASE_LAYER_COUNTS
 
 
 def _classifier(size=32, arch="mobilenet_v2", alpha=0.35):
@@ -24,12 +23,13 @@ def _classifier(size=32, arch="mobilenet_v2", alpha=0.35):
     return build_classifier(base, arch, size, 4, seed=1, dense_units=8)
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("arch", sorted(KERAS_APPLICATIONS))
 def test_layer_count_table_matches_keras(arch):
     # keras_hub: the preset decides (tests/test_keras_hub.py checks its table)
-    assert set(ARCHITECTURES) == set(BASE_LAYER_COUNTS) == set(ALPHAS) - {"keras_hub"}
-    base = build_base(arch, ALPHAS[arch][-1 if arch == "mobilenet_v2" else 0], 32)
-    assert len(base.layers) == BASE_LAYER_COUNTS[arch]
+    assert set(KERAS_APPLICATIONS) == set(ARCHITECTURES) - {"keras_hub"}
+    spec = ARCHITECTURES[arch]
+    base = build_base(arch, spec.alphas[-1 if arch == "mobilenet_v2" else 0], 32)
+    assert len(base.layers) == spec.layers
 
 
 def test_classifier_structure_and_frozen_base():

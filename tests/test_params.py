@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.architectures import ARCHITECTURES
 from pipeline.params import (
-    BASE_LAYER_COUNTS,
     Params,
     ParamsError,
     base_layer_count,
@@ -87,7 +87,7 @@ def test_every_problem_is_listed():
 
 
 def test_unfreeze_limit_follows_architecture():
-    n = BASE_LAYER_COUNTS["efficientnet_b0"]
+    n = ARCHITECTURES["efficientnet_b0"].layers
     ok = {
         "model": {"architecture": "efficientnet_b0", "alpha": 1.0},
         "finetune": {"unfreeze_layers": n},

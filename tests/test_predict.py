@@ -1,4 +1,4 @@
-"""``python -m pipeline.predict``: inputs, errors, output formats, and agreement with evaluate."""
+"""``python -m pipeline.tools.predict``: inputs, errors, output formats, agreement with evaluate."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import predict
-from pipeline.predict import Prediction, Progress, expand_paths, format_results
+from pipeline.tools import predict
+from pipeline.tools.predict import Prediction, Progress, expand_paths, format_results
 from pipeline.utils import read_csv
 from tests.e2e import run
 
@@ -163,7 +163,7 @@ def test_predictions_match_the_evaluate_stage(trained_repo: Path, tmp_path: Path
     bad = _bad_files(tmp_path / "bad")
     files = [str(tmp_path / rel.replace("/", "__")) for rel in evaluated]
     proc = run(
-        ["python", "-m", "pipeline.predict", "--format", "json", *files, str(bad["text"])],
+        ["python", "-m", "pipeline.tools.predict", "--format", "json", *files, str(bad["text"])],
         trained_repo,
     )
     results = json.loads(proc.stdout)
@@ -178,7 +178,7 @@ def test_predictions_match_the_evaluate_stage(trained_repo: Path, tmp_path: Path
     assert f"error: {bad['text']}:" in proc.stderr
 
     nothing = run(
-        ["python", "-m", "pipeline.predict", str(bad["missing"])], trained_repo, check=False
+        ["python", "-m", "pipeline.tools.predict", str(bad["missing"])], trained_repo, check=False
     )
     assert nothing.returncode == 1 and "no such file or folder" in nothing.stderr
 
@@ -187,7 +187,16 @@ def test_predictions_match_the_evaluate_stage(trained_repo: Path, tmp_path: Path
 def test_folder_in_batches_with_progress(trained_repo: Path):
     folder = trained_repo / "data/raw/tom"
     proc = run(
-        ["python", "-m", "pipeline.predict", "--format", "csv", "--batch-size", "5", str(folder)],
+        [
+            "python",
+            "-m",
+            "pipeline.tools.predict",
+            "--format",
+            "csv",
+            "--batch-size",
+            "5",
+            str(folder),
+        ],
         trained_repo,
     )
     rows = list(csv.DictReader(io.StringIO(proc.stdout)))

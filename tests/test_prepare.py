@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from pipeline.data import load_prepared, load_split, make_dataset
-from pipeline.prepare import main as prepare_main
-from pipeline.split import main as split_main
+from pipeline.stages.prepare import main as prepare_main
+from pipeline.stages.split import main as split_main
 from pipeline.utils import PipelineError, read_json
 
 SIZE = 40

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.report import Change, _changes, fmt_delta, fmt_value, main, profile_of, render
+from pipeline.tools.report import Change, _changes, fmt_delta, fmt_value, main, profile_of, render
 from pipeline.utils import PipelineError
 
 

@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 from tests.e2e import venv_env
 
 PROBE = (
-    "import json, os, sys; import pipeline.evaluate; "
+    "import json, os, sys; import pipeline.stages.evaluate; "
     "print(json.dumps({k: os.environ.get(k) for k in sys.argv[1:]}))"
 )
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.report import Change, fmt_delta, fmt_value
+from pipeline.tools.report import Change, fmt_delta, fmt_value
 from tests.conftest import ROOT
 from tests.e2e import run, stages_run
 

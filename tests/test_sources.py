@@ -120,7 +120,7 @@ def test_registry_picks_the_configured_source():
 def test_download_stage_keeps_the_previous_output_on_failure(tmp_path: Path, monkeypatch):
     import yaml
 
-    from pipeline.download_data import main
+    from pipeline.stages.download_data import main
 
     _jpeg(tmp_path / "photos" / "only_class" / "a.jpg")
     _jpeg(tmp_path / "photos" / "only_class" / "b.jpg")

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.params import SplitParams
-from pipeline.split import SPLITS, list_dataset, main, make_split
+from pipeline.splitting import SPLITS, list_dataset, make_split
+from pipeline.stages.split import main
 from pipeline.utils import PipelineError, read_csv, read_json
 
 SPLIT = SplitParams(train=0.7, val=0.2, test=0.1)  # the counts below follow these

@@ -187,8 +187,8 @@ def test_make_targets_of_the_workflows_exist(name: str):
 
 def test_make_targets_expand_to_the_tested_commands():
     exp = make_dry_run("experiment", "PROFILE=tom-and-jerry", "SET=data.path=x finetune.epochs=3")
-    assert "-m pipeline.experiment --profile tom-and-jerry" in exp
+    assert "-m pipeline.tools.experiment --profile tom-and-jerry" in exp
     assert "--set data.path=x --set finetune.epochs=3" in exp
     assert "--profile" not in make_dry_run("experiment", "PROFILE=", "SET=seed=1")
     report = make_dry_run("report", "BASE=origin/main")
-    assert "python -m pipeline.report --base origin/main" in report
+    assert "python -m pipeline.tools.report --base origin/main" in report

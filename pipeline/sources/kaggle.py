@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.architectures import KERAS_HUB_EXAMPLE, weights_file, weights_file_pattern
 from pipeline.params import Params
 from pipeline.sources import DataSource, copy_class_tree, find_class_root
 from pipeline.utils import PipelineError, log
@@ -143,10 +144,19 @@ def _explain(
     ``note``: a sentence added when Kaggle answers 404 (no such handle, version or file); then
     ``model.kaggle_file`` is not named as a thing to check.
     """
-    import requests
-    from kagglehub.exceptions import DataCorruptionError, UnauthenticatedError
-
     what = f"{h.kind} {h.handle}" + (f" (file {path})" if path else "")
+    answer = _explain_refusal(exc, h, key, path, note, what)
+    if answer is None:
+        answer = _explain_failure(exc, what)
+    return answer
+
+
+def _explain_refusal(
+    exc: Exception, h: KaggleHandle, key: str, path: str | None, note: str | None, what: str
+) -> tuple[str, bool] | None:
+    """:func:`_explain` for an answer of Kaggle's: refused access, 404, an HTTP error."""
+    from kagglehub.exceptions import UnauthenticatedError
+
     status = _status(exc)
     if isinstance(exc, UnauthenticatedError) or status in (HTTP_UNAUTHORIZED, HTTP_FORBIDDEN):
         origin = credentials_source()
@@ -181,6 +191,14 @@ def _explain(
         )
     if status is not None:
         return f"downloading {what} failed with HTTP {status}: {_first_line(exc)}", False
+    return None
+
+
+def _explain_failure(exc: Exception, what: str) -> tuple[str, bool]:
+    """:func:`_explain` for a download that failed without an answer of Kaggle's."""
+    import requests
+    from kagglehub.exceptions import DataCorruptionError
+
     if isinstance(exc, DataCorruptionError):
         return (
             f"the download of {what} did not match Kaggle's MD5 checksum; kagglehub deleted it: "
@@ -288,28 +306,6 @@ class KaggleSource(DataSource):
         }
 
 
-def keras_applications_name(architecture: str, alpha: float) -> re.Pattern[str]:
-    """The names keras.applications gives the headless ImageNet weights of a base."""
-    a = re.escape(str(float(alpha)))
-    patterns = {
-        "mobilenet_v2": rf"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{a}_[0-9]+_no_top\.h5",
-        "mobilenet_v3_small": rf"weights_mobilenet_v3_small_224_{a}_float_no_top(_v2)?\.h5",
-        "mobilenet_v3_large": rf"weights_mobilenet_v3_large_224_{a}_float_no_top(_v2)?\.h5",
-        "efficientnet_b0": r"efficientnetb0_notop\.h5",
-    }
-    return re.compile(patterns[architecture])
-
-
-def _example_name(architecture: str, alpha: float) -> str:
-    return {
-        "mobilenet_v2": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_"
-        f"{float(alpha)}_224_no_top.h5",
-        "mobilenet_v3_small": f"weights_mobilenet_v3_small_224_{float(alpha)}_float_no_top_v2.h5",
-        "mobilenet_v3_large": f"weights_mobilenet_v3_large_224_{float(alpha)}_float_no_top_v2.h5",
-        "efficientnet_b0": "efficientnetb0_notop.h5",
-    }[architecture]
-
-
 def _listing(paths: list[str], limit: int = 20) -> str:
     shown = ", ".join(paths[:limit])
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
@@ -336,9 +332,9 @@ def _pick_weights_file(root: Path, params: Params, h: KaggleHandle) -> Path:
         raise PipelineError(
             f"Kaggle {h.kind} {h.handle} holds no Keras weights file (.h5); it holds: "
             f"{_listing(files) or 'nothing'}. Point model.kaggle_handle at a {h.kind} that holds "
-            f"the keras.applications file, e.g. {_example_name(m.architecture, m.alpha)}"
+            f"the keras.applications file, e.g. {weights_file(m.architecture, m.alpha)}"
         )
-    pattern = keras_applications_name(m.architecture, m.alpha)
+    pattern = weights_file_pattern(m.architecture, m.alpha)
     named = [f for f in candidates if pattern.fullmatch(f.rsplit("/", 1)[-1])]
     if len(named) == 1:
         log.info(
@@ -428,13 +424,17 @@ def _preset_json(path: Path, h: KaggleHandle) -> dict[str, Any]:
     return value
 
 
-def download_keras_hub_preset(params: Params) -> tuple[Path, dict[str, Any]]:
+def download_keras_hub_preset(
+    params: Params, backbone_class: Callable[[dict[str, Any]], type]
+) -> tuple[Path, dict[str, Any]]:
     """Download the KerasHub image preset ``model.kaggle_handle``; return its folder and provenance.
 
     ``model.kaggle_handle`` is a pinned Kaggle model (``owner/model/keras/preset/N``). Only the
     files the pipeline uses are downloaded, one by one, each checked before the next
-    (:data:`KERAS_HUB_FILES`): ``config.json`` must name a KerasHub image backbone, so a wrong
-    or non-image preset fails before its weights are downloaded. They land in one folder of
+    (:data:`KERAS_HUB_FILES`): ``config.json`` must name a KerasHub image backbone
+    (``backbone_class(config)`` returns its class or raises ``ValueError`` saying why not:
+    :func:`pipeline.models.keras_hub_backbone_class`), so a wrong or non-image preset fails
+    before its weights are downloaded. They land in one folder of
     kagglehub's cache, which :func:`pipeline.models.keras_hub_base_from_preset` builds from.
     """
     key = "model.kaggle_handle"
@@ -447,14 +447,12 @@ def download_keras_hub_preset(params: Params) -> tuple[Path, dict[str, Any]]:
     )
     config_path = kaggle_download(h, key, "config.json", note)
     config = _preset_json(config_path, h)
-    from pipeline.models import keras_hub_backbone_class
-
     try:
-        cls = keras_hub_backbone_class(config)
+        cls = backbone_class(config)
     except ValueError as exc:
         raise PipelineError(
             f"Kaggle model {h.handle} cannot be the base: {exc}. Set model.kaggle_handle to a "
-            f"KerasHub image preset, e.g. keras/mobilenetv3/keras/mobilenet_v3_large_100_imagenet/1"
+            f"KerasHub image preset, e.g. {KERAS_HUB_EXAMPLE}"
         ) from None
     converter = kaggle_download(
         h,

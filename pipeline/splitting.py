@@ -1,29 +1,23 @@
-"""Stage ``split``: stratified, seeded train/val/test manifests of ``data/raw``.
+"""The split: stratified, seeded train/val/test manifests, and the leakage report.
 
-Reads ``seed`` and ``split.*``. Writes ``data/split/{train,val,test}.csv`` (columns ``path`` –
-relative to ``data/raw``, POSIX separators – and ``label``, the class name),
-``data/split/classes.json`` (the class names in label-index order), once for all later stages,
-and ``reports/leakage.json``: how many val/test images have a near-duplicate in train
-(:mod:`pipeline.leakage`), and the label conflicts: near-duplicates filed under different
-classes. With ``split.group_near_duplicates`` near-duplicates stay together, across classes too
-(see :func:`make_split`); ``split.label_conflicts`` keeps groups that hold several labels (with
-a warning) or drops all their images.
-
-Usage: ``python -m pipeline.split [--params params.yaml] [--data data/raw] [--out data/split]``
+:func:`split_dataset` lists the class folders of ``data/raw``, finds near-duplicate images
+(:mod:`pipeline.leakage`) and deals the images to the splits (:func:`make_split`); the label
+conflicts (near-duplicates filed under different classes) are kept, each group in one split, or
+dropped (``split.label_conflicts``). :func:`leakage_report` and :func:`conflict_report` make
+``reports/leakage.json``. The ``split`` stage (:mod:`pipeline.stages.split`) writes the files.
 """
 
 from __future__ import annotations
 
-import argparse
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.leakage import dhash, near_duplicate_groups, near_duplicate_pairs
-from pipeline.params import SplitParams, load_params
+from pipeline.params import Params, SplitParams
 from pipeline.sources import image_files
-from pipeline.utils import PipelineError, atomic_dir, log, run_stage, write_csv, write_json
+from pipeline.utils import PipelineError, log
 
 SPLITS = ("train", "val", "test")
 MAX_LISTED_GROUPS = 200  # label-conflict groups listed in reports/leakage.json (all are counted)
@@ -237,34 +231,38 @@ def leakage_report(
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Split the dataset into train/val/test.")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", default="data/raw", type=Path)
-    parser.add_argument("--out", default="data/split", type=Path)
-    parser.add_argument("--leakage", default="reports/leakage.json", type=Path)
-    args = parser.parse_args(argv)
+def _drop_conflicts(
+    classes: dict[str, list[str]], paths: list[str], conflicts: list[list[int]]
+) -> dict[str, list[str]]:
+    """``classes`` without the images of label-conflict groups; refuses to empty a class."""
+    dropped = {paths[i] for m in conflicts for i in m}
+    kept = {c: [p for p in files if p not in dropped] for c, files in classes.items()}
+    emptied = sorted(c for c, files in kept.items() if not files)
+    if emptied:
+        raise PipelineError(
+            f"split.label_conflicts is 'drop' and every image of class(es) {emptied} is a "
+            "near-duplicate of an image of another class: set split.label_conflicts: keep, "
+            "or check the class folders for copies"
+        )
+    return kept
 
-    params = load_params(args.params)
+
+def split_dataset(
+    data: Path, params: Params
+) -> tuple[list[str], dict[str, list[tuple[str, str]]], dict]:
+    """Split the class folders of ``data``: the class names, ``{split: [(path, class), ...]}``
+    (:func:`make_split`) and the content of ``reports/leakage.json``."""
     cfg = params.split
-    classes = list_dataset(args.data)
+    classes = list_dataset(data)
     paths = [p for files in classes.values() for p in files]
     labels = [name for name, files in classes.items() for _ in files]
-    hashes = [dhash(args.data / p) for p in paths]
+    hashes = [dhash(data / p) for p in paths]
     pairs = near_duplicate_pairs(hashes, cfg.near_duplicate_distance)
     ids = near_duplicate_groups(len(paths), pairs)
     conflicts = conflict_groups(labels, ids)
     kept = classes
     if cfg.label_conflicts == "drop" and conflicts:
-        dropped = {paths[i] for m in conflicts for i in m}
-        kept = {c: [p for p in files if p not in dropped] for c, files in classes.items()}
-        emptied = sorted(c for c, files in kept.items() if not files)
-        if emptied:
-            raise PipelineError(
-                f"split.label_conflicts is 'drop' and every image of class(es) {emptied} is a "
-                "near-duplicate of an image of another class: set split.label_conflicts: keep, "
-                "or check the class folders for copies"
-            )
+        kept = _drop_conflicts(classes, paths, conflicts)
     group_of = dict(zip(paths, ids, strict=True)) if cfg.group_near_duplicates else None
     try:
         parts = make_split(kept, cfg, params.seed, group_of)
@@ -278,12 +276,12 @@ def main(argv: list[str] | None = None) -> None:
         ) from None
     leakage = leakage_report(parts, paths, pairs, cfg)
     leakage["label_conflicts"] = conflict_report(parts, paths, labels, pairs, conflicts, cfg)
-    with atomic_dir(args.out) as tmp:
-        for s in SPLITS:
-            write_csv(tmp / f"{s}.csv", ["path", "label"], parts[s])
-        write_json(tmp / "classes.json", sorted(classes))
-        write_json(args.leakage, leakage)
-    log.info("split: %s", ", ".join(f"{s}={len(parts[s])}" for s in SPLITS))
+    return sorted(classes), parts, leakage
+
+
+def log_leakage(leakage: dict, cfg: SplitParams, where: Path) -> None:
+    """Warn about train twins of val/test images and about label conflicts (listed in
+    ``where``, the leakage report)."""
     if leakage["test_with_train_twin"] or leakage["val_with_train_twin"]:
         log.warning(
             "%d test and %d val image(s) have a near-duplicate in train (%s split); set "
@@ -301,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
             lc["dropped"],
             lc["groups"],
             lc["pairs"],
-            args.leakage,
+            where,
         )
     elif lc["groups"]:
         log.warning(
@@ -314,9 +312,5 @@ def main(argv: list[str] | None = None) -> None:
             "each group in one split"
             if cfg.group_near_duplicates
             else "split.group_near_duplicates is false: twins may straddle splits",
-            args.leakage,
+            where,
         )
-
-
-if __name__ == "__main__":
-    run_stage(main)

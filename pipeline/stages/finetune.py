@@ -15,7 +15,7 @@ phase's events added to the same ``train/`` and ``validation/`` runs, so that
 ``tensorboard --logdir logs/tensorboard`` shows both phases as one continuous curve (epochs and
 optimizer steps both continue). In a multi-worker run only the chief writes them.
 
-Usage: ``python -m pipeline.finetune [--params params.yaml]``
+Usage: ``python -m pipeline.stages.finetune [--params params.yaml]``
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import io
 import shutil
 from pathlib import Path
 
-from pipeline.params import load_params
+from pipeline import paths
+from pipeline.params import Params, load_params
 from pipeline.utils import (
     PipelineError,
     atomic_file,
@@ -36,18 +37,22 @@ from pipeline.utils import (
 )
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Fine-tuning: unfreeze the last base layers.")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--model", default="models/transfer", type=Path)
-    parser.add_argument("--out", default="models/finetune", type=Path)
-    parser.add_argument("--history", default="reports/history/finetune.csv", type=Path)
-    parser.add_argument("--summary", default="reports/model_summary.txt", type=Path)
-    parser.add_argument("--transfer-logs", default="logs/transfer", type=Path)
-    parser.add_argument("--logs", default="logs/tensorboard", type=Path)
-    parser.add_argument("--transfer-live", default="reports/live/transfer", type=Path)
-    parser.add_argument("--live", default="reports/live/training", type=Path)
-    args = parser.parse_args(argv)
+    parser.add_argument("--params", default=paths.PARAMS)
+    parser.add_argument("--model", default=paths.TRANSFER, type=Path)
+    parser.add_argument("--out", default=paths.FINETUNE, type=Path)
+    parser.add_argument("--history", default=paths.FINETUNE_HISTORY, type=Path)
+    parser.add_argument("--summary", default=paths.MODEL_SUMMARY, type=Path)
+    parser.add_argument("--transfer-logs", default=paths.TRANSFER_LOGS, type=Path)
+    parser.add_argument("--logs", default=paths.TENSORBOARD_LOGS, type=Path)
+    parser.add_argument("--transfer-live", default=paths.LIVE_TRANSFER, type=Path)
+    parser.add_argument("--live", default=paths.LIVE_TRAINING, type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
 
     params = load_params(args.params)
     model_file, state_file = args.model / "model.keras", args.model / "state.json"
@@ -56,33 +61,13 @@ def main(argv: list[str] | None = None) -> None:
 
     from pipeline import distribute
     from pipeline.balance import by_name, class_weights, describe
-    from pipeline.models import compile_model, get_base, load_model, save_model, unfreeze_last
+    from pipeline.models import save_model
     from pipeline.training import fit_phase, load_train_val, open_live, write_history
 
     strategy = distribute.setup(params.train, params.seed)
     cfg = params.finetune
-    with strategy.scope():
-        model = load_model(model_file)
-        size = int(model.input_shape[1])
-        n_base = len(get_base(model).layers)
-        if cfg.unfreeze_layers > n_base:
-            hub = type(get_base(model)).__module__.startswith("keras_hub")
-            blocks = " (a KerasHub block counts as one)" if hub else ""
-            raise PipelineError(
-                f"finetune.unfreeze_layers = {cfg.unfreeze_layers} but the base has {n_base} "
-                f"layers{blocks}: choose 1..{n_base}; the transfer stage's model is kept"
-            )
-        n_trainable = unfreeze_last(model, cfg.unfreeze_layers)
-        # recompile: `trainable` changed
-        compile_model(model, distribute.learning_rate(cfg.learning_rate, params.train, strategy))
-    log.info(
-        "finetune: last %d of %d base layers unfrozen (%d with trainable weights, BatchNorm "
-        "frozen); %d trainable parameters",
-        cfg.unfreeze_layers,
-        n_base,
-        n_trainable,
-        sum(int(w.numpy().size) for w in model.trainable_weights),
-    )
+    model = _unfrozen_model(model_file, params, strategy)
+    size = int(model.input_shape[1])
     batch = distribute.global_batch_size(cfg.batch_size, strategy)
     train, train_ds, val_ds = load_train_val(size, batch, params.seed, augment=params.augmentation)
     weights = class_weights(train.labels, len(train.classes), params.train.class_weight)
@@ -120,15 +105,51 @@ def main(argv: list[str] | None = None) -> None:
         if not chief:
             return  # the other workers write nothing that DVC tracks
         write_history(args.history, rows)
-        buf = io.StringIO()
-        model.summary(
-            print_fn=lambda line, **_: buf.write(line + "\n"),
-            show_trainable=True,
-            expand_nested=True,
-            line_length=110,
-        )
-        with atomic_file(args.summary) as fh:
-            fh.write(buf.getvalue())
+        _write_summary(model, args.summary)
+
+
+def _unfrozen_model(model_file: Path, params: Params, strategy: object) -> object:
+    """The transfer stage's model with the last ``finetune.unfreeze_layers`` base layers
+    unfrozen, recompiled under ``strategy``."""
+    from pipeline import distribute
+    from pipeline.models import compile_model, get_base, load_model, unfreeze_last
+
+    cfg = params.finetune
+    with strategy.scope():
+        model = load_model(model_file)
+        n_base = len(get_base(model).layers)
+        if cfg.unfreeze_layers > n_base:
+            hub = type(get_base(model)).__module__.startswith("keras_hub")
+            blocks = " (a KerasHub block counts as one)" if hub else ""
+            raise PipelineError(
+                f"finetune.unfreeze_layers = {cfg.unfreeze_layers} but the base has {n_base} "
+                f"layers{blocks}: choose 1..{n_base}; the transfer stage's model is kept"
+            )
+        n_trainable = unfreeze_last(model, cfg.unfreeze_layers)
+        # recompile: `trainable` changed
+        compile_model(model, distribute.learning_rate(cfg.learning_rate, params.train, strategy))
+    log.info(
+        "finetune: last %d of %d base layers unfrozen (%d with trainable weights, BatchNorm "
+        "frozen); %d trainable parameters",
+        cfg.unfreeze_layers,
+        n_base,
+        n_trainable,
+        sum(int(w.numpy().size) for w in model.trainable_weights),
+    )
+    return model
+
+
+def _write_summary(model: object, path: Path) -> None:
+    """``model.summary()`` with trainable flags and nested layers, into ``path``."""
+    buf = io.StringIO()
+    model.summary(
+        print_fn=lambda line, **_: buf.write(line + "\n"),
+        show_trainable=True,
+        expand_nested=True,
+        line_length=110,
+    )
+    with atomic_file(path) as fh:
+        fh.write(buf.getvalue())
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ Writes ``models/base.weights.h5`` (weights of the headless base, loadable at any
 ``data.image_size``; for a KerasHub base also its config and preprocessing, see
 :func:`pipeline.models.save_base`) and the provenance record ``reports/weights_source.json``.
 
-Usage: ``python -m pipeline.download_weights [--params params.yaml] [--out models/base.weights.h5]``
+Usage: ``python -m pipeline.stages.download_weights [--params params.yaml]
+[--out models/base.weights.h5]``
 """
 
 from __future__ import annotations
@@ -14,16 +15,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipeline import paths
 from pipeline.params import load_params
 from pipeline.utils import atomic_path, log, run_stage, seed_everything, write_json
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Fetch or pretrain the base-model weights.")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--out", default="models/base.weights.h5", type=Path)
-    parser.add_argument("--info", default="reports/weights_source.json", type=Path)
-    args = parser.parse_args(argv)
+    parser.add_argument("--params", default=paths.PARAMS)
+    parser.add_argument("--out", default=paths.BASE_WEIGHTS, type=Path)
+    parser.add_argument("--info", default=paths.WEIGHTS_SOURCE, type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
 
     params = load_params(args.params)
     from pipeline.models import save_base  # imports TensorFlow: after validation

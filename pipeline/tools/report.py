@@ -7,7 +7,7 @@ DVC's own diff commands: ``dvc params diff``, ``dvc metrics diff`` (the headline
 revisions, as images side by side, and as interactive plots in ``plots/index.html``). The fit
 diagnosis of the workspace (``reports/diagnosis.md``) is included when it exists.
 
-Usage: ``python -m pipeline.report [--base main] [--out reports/review/report.md]``
+Usage: ``python -m pipeline.tools.report [--base main] [--out reports/review/report.md]``
 
 The output folder holds the report, its images and the HTML plots; it is not a pipeline output
 (``reports/review/`` is git-ignored). CI posts the report as a pull-request comment.
@@ -27,6 +27,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import paths
 from pipeline.params import parse_yaml
 from pipeline.utils import (
     PipelineError,
@@ -38,23 +39,23 @@ from pipeline.utils import (
 )
 
 WORKSPACE = "workspace"  # DVC's name for the working tree in its diff output
-PARAMS = "params.yaml"
-PROFILES = "profiles"
+PARAMS = paths.PARAMS.as_posix()
+PROFILES = paths.PROFILES.as_posix()
 BASE_RUN_REF = "refs/review/base"  # the base's run with the head's profile (run_base)
-DIAGNOSIS = Path("reports/diagnosis.md")
-DATA_SOURCE = "reports/data_source.json"
-METRICS = "reports/metrics.json"
+DIAGNOSIS = paths.DIAGNOSIS
+DATA_SOURCE = paths.DATA_SOURCE.as_posix()
+METRICS = paths.METRICS.as_posix()
 # Compared in this order: the headline (dvc.yaml `metrics:`), then the details, which are tracked
 # outputs but not DVC metrics, so that `dvc exp show` stays readable.
 REVIEW_METRICS = (
-    "reports/summary.json",
+    paths.SUMMARY.as_posix(),
     METRICS,
-    "reports/export.json",
-    "reports/leakage.json",
+    paths.EXPORT_REPORT.as_posix(),
+    paths.LEAKAGE.as_posix(),
 )
 IMAGE_TITLES = {
-    "reports/figures/learning_curves.png": "Learning curves",
-    "reports/figures/confusion_matrix.png": "Confusion matrices",
+    paths.LEARNING_CURVES.as_posix(): "Learning curves",
+    paths.CONFUSION_FIGURE.as_posix(): "Confusion matrices",
 }
 BASELINE_ROWS = (
     ("baseline", "linear-probe baseline"),
@@ -257,6 +258,128 @@ def _nest(markdown: str) -> str:
     return "\n".join(out).strip()
 
 
+def _header_notes(rerun_note: str | None, profiles: tuple, data_sources: tuple) -> list[str]:
+    """The notes under the title: the base's rerun, the profiles and the data of both runs."""
+    lines: list[str] = []
+    if rerun_note:
+        lines += ["", rerun_note]
+    if any(p is not None for p in profiles):
+        shown = [f"`{p}`" if p else "default (params.yaml)" for p in profiles]
+        lines += ["", f"Profile: base {shown[0]}, head {shown[1]}."]
+        if profiles[0] is not None and profiles[1] is not None and profiles[0] != profiles[1]:
+            lines += [
+                "",
+                "> **Different profiles.** Base and head are runs of different profiles: their "
+                "metrics are not directly comparable.",
+            ]
+    old_src, new_src = data_sources
+    if old_src or new_src:
+        lines += ["", f"Data: base {old_src or '—'}, head {new_src or '—'}."]
+        if old_src and new_src and old_src != new_src:
+            lines += [
+                "",
+                "> **Different data.** Base and head were trained and tested on different data: "
+                "their metrics are not directly comparable.",
+            ]
+    return lines
+
+
+def _params_section(params: dict[str, list[Change]]) -> list[str]:
+    """The changed params."""
+    lines = ["", "## Params", ""]
+    changed = [(path, c) for path, cs in params.items() for c in cs if c.changed]
+    if changed:
+        multi = len(params) > 1
+        rows = [
+            [f"`{path}:{c.name}`" if multi else f"`{c.name}`", fmt_value(c.old), fmt_value(c.new)]
+            for path, c in changed
+        ]
+        lines += markdown_table(["param", "base", "head"], rows)
+    else:
+        lines.append("No param changed.")
+    return lines
+
+
+def _baseline_section(head_metrics: dict | None) -> list[str]:
+    """The head's models against the linear-probe baseline (when it has one)."""
+    lines: list[str] = []
+    if head_metrics and "baseline" in head_metrics:
+        probe = head_metrics["baseline"]["accuracy"]
+
+        def beats(key: str) -> str:
+            return (
+                "—"
+                if key == "baseline"
+                else "yes"
+                if head_metrics[key]["accuracy"] > probe
+                else "no"
+            )
+
+        lines += ["", "## Against the linear-probe baseline (head)", ""]
+        lines += markdown_table(
+            ["model", "val accuracy", "test accuracy", "test macro F1", "beats the baseline"],
+            [
+                [name, *(fmt_value(head_metrics[key].get(m)) for m in METRIC_KEYS), beats(key)]
+                for key, name in BASELINE_ROWS
+                if key in head_metrics
+            ],
+        )
+    return lines
+
+
+def _metrics_section(metrics: dict[str, list[Change]]) -> list[str]:
+    """The changed metrics of each metrics file, the headline first."""
+    lines = ["", "## Metrics", ""]
+    if not metrics:
+        lines.append("No metrics in either revision.")
+    for path, changes in metrics.items():
+        headline = [c for c in changes if c.name.count(".") < HEADLINE_DEPTH]
+        detail = [c for c in changes if c.name.count(".") >= HEADLINE_DEPTH and c.changed]
+        lines += [f"### `{path}`", ""]
+        if headline:
+            lines += markdown_table(["metric", "base", "head", "change"], _change_rows(headline))
+        if detail:
+            lines += [
+                "",
+                f"<details><summary>{len(detail)} more changed metric(s)</summary>",
+                "",
+                *markdown_table(["metric", "base", "head", "change"], _change_rows(detail)),
+                "",
+                "</details>",
+            ]
+        if not headline and not detail:
+            lines.append("No change.")
+        lines.append("")
+    return lines
+
+
+def _plots_section(
+    images: dict[str, dict[str, Path]], report_dir: Path, base: str, html: Path | None
+) -> list[str]:
+    """The image plots of both revisions side by side, and the interactive plots' file."""
+    lines = ["## Plots", ""]
+    if images:
+        rows = []
+        for name, revs in images.items():
+            cells = []
+            for side in ("base", "head"):
+                path = revs.get(side)
+                rel = Path(os.path.relpath(path, report_dir)).as_posix() if path else None
+                cells.append(f"![{side}]({rel})" if rel else "—")
+            rows.append([f"**{IMAGE_TITLES.get(name, name)}**", *cells])
+        lines += markdown_table(["", f"base (`{base}`)", "head (workspace)"], rows)
+    else:
+        lines.append("No image plots in either revision.")
+    if html is not None:
+        rel = Path(os.path.relpath(html, report_dir)).as_posix()
+        lines += [
+            "",
+            f"Interactive learning curves and confusion matrices of both revisions: `{rel}` "
+            "beside this report (in CI: the workflow run's `review-report` artifact).",
+        ]
+    return lines
+
+
 def render(
     *,
     base: str,
@@ -279,104 +402,12 @@ def render(
         "",
         f"Base: `{base}` (`{base_commit[:9]}`). Head: the workspace of `{head_commit[:9]}`, "
         "as the pipeline left it.",
+        *_header_notes(rerun_note, profiles, data_sources),
+        *_params_section(params),
+        *_baseline_section(head_metrics),
+        *_metrics_section(metrics),
+        *_plots_section(images, report_dir, base, html),
     ]
-    if rerun_note:
-        lines += ["", rerun_note]
-    if any(p is not None for p in profiles):
-        shown = [f"`{p}`" if p else "default (params.yaml)" for p in profiles]
-        lines += ["", f"Profile: base {shown[0]}, head {shown[1]}."]
-        if profiles[0] is not None and profiles[1] is not None and profiles[0] != profiles[1]:
-            lines += [
-                "",
-                "> **Different profiles.** Base and head are runs of different profiles: their "
-                "metrics are not directly comparable.",
-            ]
-    old_src, new_src = data_sources
-    if old_src or new_src:
-        lines += ["", f"Data: base {old_src or '—'}, head {new_src or '—'}."]
-        if old_src and new_src and old_src != new_src:
-            lines += [
-                "",
-                "> **Different data.** Base and head were trained and tested on different data: "
-                "their metrics are not directly comparable.",
-            ]
-
-    lines += ["", "## Params", ""]
-    changed = [(path, c) for path, cs in params.items() for c in cs if c.changed]
-    if changed:
-        multi = len(params) > 1
-        rows = [
-            [f"`{path}:{c.name}`" if multi else f"`{c.name}`", fmt_value(c.old), fmt_value(c.new)]
-            for path, c in changed
-        ]
-        lines += markdown_table(["param", "base", "head"], rows)
-    else:
-        lines.append("No param changed.")
-
-    if head_metrics and "baseline" in head_metrics:
-        probe = head_metrics["baseline"]["accuracy"]
-
-        def beats(key: str) -> str:
-            return (
-                "—"
-                if key == "baseline"
-                else "yes"
-                if head_metrics[key]["accuracy"] > probe
-                else "no"
-            )
-
-        lines += ["", "## Against the linear-probe baseline (head)", ""]
-        lines += markdown_table(
-            ["model", "val accuracy", "test accuracy", "test macro F1", "beats the baseline"],
-            [
-                [name, *(fmt_value(head_metrics[key].get(m)) for m in METRIC_KEYS), beats(key)]
-                for key, name in BASELINE_ROWS
-                if key in head_metrics
-            ],
-        )
-    lines += ["", "## Metrics", ""]
-    if not metrics:
-        lines.append("No metrics in either revision.")
-    for path, changes in metrics.items():
-        headline = [c for c in changes if c.name.count(".") < HEADLINE_DEPTH]
-        detail = [c for c in changes if c.name.count(".") >= HEADLINE_DEPTH and c.changed]
-        lines += [f"### `{path}`", ""]
-        if headline:
-            lines += markdown_table(["metric", "base", "head", "change"], _change_rows(headline))
-        if detail:
-            lines += [
-                "",
-                f"<details><summary>{len(detail)} more changed metric(s)</summary>",
-                "",
-                *markdown_table(["metric", "base", "head", "change"], _change_rows(detail)),
-                "",
-                "</details>",
-            ]
-        if not headline and not detail:
-            lines.append("No change.")
-        lines.append("")
-
-    lines += ["## Plots", ""]
-    if images:
-        rows = []
-        for name, revs in images.items():
-            cells = []
-            for side in ("base", "head"):
-                path = revs.get(side)
-                rel = Path(os.path.relpath(path, report_dir)).as_posix() if path else None
-                cells.append(f"![{side}]({rel})" if rel else "—")
-            rows.append([f"**{IMAGE_TITLES.get(name, name)}**", *cells])
-        lines += markdown_table(["", f"base (`{base}`)", "head (workspace)"], rows)
-    else:
-        lines.append("No image plots in either revision.")
-    if html is not None:
-        rel = Path(os.path.relpath(html, report_dir)).as_posix()
-        lines += [
-            "",
-            f"Interactive learning curves and confusion matrices of both revisions: `{rel}` "
-            "beside this report (in CI: the workflow run's `review-report` artifact).",
-        ]
-
     if diagnosis:
         lines += ["", "## Fit diagnosis (head)", "", _nest(diagnosis)]
     return "\n".join(lines).rstrip() + "\n"
@@ -425,7 +456,7 @@ def run_base(base_commit: str, profile: str, ref: str = BASE_RUN_REF) -> str:
         in_clone(["dvc", "checkout"], "dvc checkout", check=False)  # what the cache has
         log.info("running the base (%s) with profile '%s' in %s", base_commit[:9], profile, clone)
         in_clone(
-            [sys.executable, "-m", "pipeline.experiment", "--profile", profile],
+            [sys.executable, "-m", "pipeline.tools.experiment", "--profile", profile],
             f"make experiment PROFILE={profile}",
         )
         in_clone(["git", "add", "-A"], "git add")
@@ -505,7 +536,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", default="main", help="git revision to compare with (main)")
     parser.add_argument(
         "--out",
-        default="reports/review/report.md",
+        default=paths.REVIEW / "report.md",
         type=Path,
         help="report file; its folder also receives images/ and plots/",
     )

@@ -11,7 +11,7 @@ doing it once here means an epoch only reads ready arrays. Images are decoded in
 written as they come, so memory holds a few images, not the dataset. Changing
 ``data.image_size`` reruns this stage (and everything that reads its output).
 
-Usage: ``python -m pipeline.prepare [--params params.yaml] [--split data/split]
+Usage: ``python -m pipeline.stages.prepare [--params params.yaml] [--split data/split]
 [--data data/raw] [--out data/prepared]``
 """
 
@@ -21,54 +21,33 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
+from pipeline import paths
 from pipeline.params import load_params
 from pipeline.utils import PipelineError, atomic_dir, log, run_stage, write_json
 
 SPLITS = ("train", "val", "test")
-FORMAT = "one .npy per image: uint8 (size, size, 3), RGB, resized bilinear with antialiasing"
 
 
-def prepare_images(paths: list[str], names: list[str], out: Path, image_size: int) -> None:
-    """Decode ``paths`` in parallel and save each as ``<out>/<name>.npy``, in order."""
-    import tensorflow as tf
-
-    from pipeline.data import prepare_image, prepared_path
-
-    ds = (
-        tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
-        .map(
-            lambda p: prepare_image(p, image_size),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    done = 0
-    try:
-        for name, pixels in zip(names, ds.as_numpy_iterator(), strict=True):
-            dest = prepared_path(out, name)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            np.save(dest, pixels, allow_pickle=False)
-            done += 1
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as exc:
-        raise PipelineError(
-            f"cannot decode {paths[done]}: {exc.message.splitlines()[0]}; rerun download_data "
-            "(dvc repro -f download_data), which checks and normalises every image"
-        ) from None
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Decode and resize the split images once.")
+    parser.add_argument("--params", default=paths.PARAMS)
+    parser.add_argument("--split", default=paths.SPLIT, type=Path)
+    parser.add_argument("--data", default=paths.RAW, type=Path)
+    parser.add_argument("--out", default=paths.PREPARED, type=Path)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Decode and resize the split images once.")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--split", default="data/split", type=Path)
-    parser.add_argument("--data", default="data/raw", type=Path)
-    parser.add_argument("--out", default="data/prepared", type=Path)
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
 
     size = load_params(args.params).data.image_size
-    from pipeline.data import PREPARED_INFO, load_split, manifest_digest
+    from pipeline.data import (
+        PREPARED_FORMAT,
+        PREPARED_INFO,
+        load_split,
+        manifest_digest,
+        prepare_images,
+    )
 
     splits = {name: load_split(name, args.split, args.data) for name in SPLITS}
     missing = [p for s in splits.values() for p in s.paths if not Path(p).is_file()]
@@ -79,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     start = time.perf_counter()
     with atomic_dir(args.out) as tmp:
-        info: dict = {"image_size": size, "format": FORMAT, "splits": {}}
+        info: dict = {"image_size": size, "format": PREPARED_FORMAT, "splits": {}}
         for name, split in splits.items():
             prepare_images(split.paths, split.names, tmp, size)
             info["splits"][name] = {

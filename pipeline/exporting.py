@@ -1,38 +1,14 @@
-"""Stage ``export``: the fine-tuned model as a TensorFlow SavedModel and a TFLite file, checked.
+"""Exporting a classifier as a TensorFlow SavedModel and a TFLite file, and checking the copies.
 
-Reads ``export.tolerance``. Loads ``models/finetune/model.keras`` and exports its inference graph
-(augmentation is part of the training input pipeline, not of the model, so the graph holds no
-random ops). A model trained in mixed precision is exported, and checked, as its float32 copy
-(:func:`pipeline.models.float32_copy`: the same weights, every layer in float32). Writes
-``models/export/``:
-
-* ``saved_model/`` – ``keras.Model.export`` (endpoints ``serve`` and ``serving_default``),
-* ``model.tflite`` – converted from the SavedModel, float32 (no quantisation),
-* ``classes.json`` – the class names in output order.
-
-Each takes float32 ``(batch, size, size, 3)`` pixels in ``[0, 255]`` (decoded as in
-:func:`pipeline.data.decode_image`) and returns ``(batch, n_classes)`` probabilities.
-
-The check: every test image goes through each export one at a time, and its probabilities are
-compared with the Keras model's (as the evaluate stage computes them). If any differs by more than
-``export.tolerance``, the stage fails. ``reports/export.json`` records, per format, the size in
-bytes, the largest absolute probability difference and the share of test images with the same
-predicted class: a committed result, the same on every machine. The per-image CPU latency (batch
-of 1, after one warm-up call; median and 90th percentile over the test split, ms) is a property
-of the machine, not of the model: it is logged and written to ``logs/export/latency.json``,
-which is not versioned.
-
-The exports are byte for byte the same for the same model (:func:`export_saved_model`), so a
-rerun leaves ``dvc.lock`` as it was.
-
-Usage: ``python -m pipeline.export [--params params.yaml]``
+:func:`export_saved_model` writes a byte-reproducible SavedModel; :func:`write_exports` writes
+both formats and ``classes.json`` and runs every test image through each export one at a time
+(:func:`per_image`), :func:`check_exports` compares their probabilities with the Keras model's.
+The ``export`` stage (:mod:`pipeline.stages.export`) runs them and writes the report.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -40,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.params import load_params
-from pipeline.utils import PipelineError, atomic_dir, log, run_stage, write_json
+from pipeline.utils import PipelineError, write_json
 
 Predictor = Callable[[np.ndarray], np.ndarray]  # (1, size, size, 3) pixels -> (1, n_classes)
 
@@ -191,75 +166,32 @@ def latency(ms: np.ndarray) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Export the fine-tuned model; check the copies.")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--model", default="models/finetune/model.keras", type=Path)
-    parser.add_argument("--split", default="data/split", type=Path)
-    parser.add_argument("--prepared", default="data/prepared", type=Path)
-    parser.add_argument("--out", default="models/export", type=Path)
-    parser.add_argument("--report", default="reports/export.json", type=Path)
-    parser.add_argument("--latency", default="logs/export/latency.json", type=Path)
-    args = parser.parse_args(argv)
+# The exported formats: file (or folder) name inside models/export
+EXPORT_FILES = {"saved_model": "saved_model", "tflite": "model.tflite"}
 
-    tolerance = load_params(args.params).export.tolerance
-    if not args.model.is_file():
-        raise PipelineError(f"{args.model} not found: run the finetune stage first")
 
+def write_exports(
+    model: object,
+    out: Path,
+    classes: list[str],
+    images: np.ndarray,
+    reference: np.ndarray,
+    tolerance: float,
+) -> tuple[dict, dict, dict]:
+    """Write every format of :data:`EXPORT_FILES` and ``classes.json`` into ``out``; run
+    ``images`` through each. Returns, per format, the checks (:func:`check_exports`), the
+    per-image latencies (ms) and the size in bytes."""
     import tensorflow as tf
 
-    from pipeline.data import load_prepared, make_dataset
-    from pipeline.models import float32_copy, load_model
-
-    model = float32_copy(load_model(args.model))  # mixed precision: exported in float32
-    size = int(model.input_shape[1])
-    test = load_prepared("test", args.prepared, args.split, size)
-    # whole-number pixels: uint8 holds them exactly in a quarter of float32's memory
-    images = np.concatenate(
-        [x.astype(np.uint8) for x, _ in make_dataset(test, size, 64).as_numpy_iterator()]
-    )
-    reference = model.predict(make_dataset(test, size, 64), verbose=0)
-    _, keras_ms = per_image(model.predict_on_batch, images)
-
-    files = {"saved_model": "saved_model", "tflite": "model.tflite"}
+    files = EXPORT_FILES
+    export_saved_model(model, out / files["saved_model"])
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(out / files["saved_model"]))
+    (out / files["tflite"]).write_bytes(converter.convert())
+    write_json(out / "classes.json", classes)
+    outputs, times = {}, {}
     loaders = {"saved_model": saved_model_predictor, "tflite": tflite_predictor}
-    with atomic_dir(args.out) as tmp:
-        export_saved_model(model, tmp / files["saved_model"])
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp / files["saved_model"]))
-        (tmp / files["tflite"]).write_bytes(converter.convert())
-        write_json(tmp / "classes.json", test.classes)
-        outputs, times = {}, {}
-        for name, load in loaders.items():
-            outputs[name], times[name] = per_image(load(tmp / files[name]), images)
-        checks = check_exports(reference, outputs, tolerance)
-        sizes = {name: dir_size(tmp / f) for name, f in files.items()}
-
-    report = {
-        "image_size": size,
-        "test_images": len(test),
-        "tolerance": tolerance,
-        "tensorflow": tf.__version__,
-        "keras": {"path": args.model.as_posix(), "size_bytes": dir_size(args.model)},
-    }
-    timing: dict = {"cpu_count": os.cpu_count(), "keras": latency(keras_ms)}
-    for name, f in files.items():
-        report[name] = {
-            "path": (args.out / f).as_posix(),
-            "size_bytes": sizes[name],
-            **checks[name],
-        }
-        timing[name] = latency(times[name])
-        log.info(
-            "%s: %.2f MB, %.3f ms/image, max |diff| %.2g, argmax agreement %.1f%%",
-            name,
-            sizes[name] / 1e6,
-            timing[name]["latency_ms_median"],
-            checks[name]["max_abs_diff"],
-            100 * checks[name]["argmax_agreement"],
-        )
-    write_json(args.latency, timing)
-    write_json(args.report, report)
-
-
-if __name__ == "__main__":
-    run_stage(main)
+    for name, load in loaders.items():
+        outputs[name], times[name] = per_image(load(out / files[name]), images)
+    checks = check_exports(reference, outputs, tolerance)
+    sizes = {name: dir_size(out / f) for name, f in files.items()}
+    return checks, times, sizes

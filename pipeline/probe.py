@@ -1,34 +1,16 @@
-"""Stage ``baseline``: a linear probe, the reference every trained model must beat.
+"""The linear probe: a logistic regression on the frozen base's pooled features.
 
-A scikit-learn logistic regression on the frozen base's pooled features of the same split
-(standardised; ``C`` chosen on val from :data:`C_GRID`). If the transfer phase's head, which sees
-the same features, cannot beat it, the head's recipe is wrong; if fine-tuning cannot, it did
-not pay. Reads ``seed``, ``data.image_size``, ``model.architecture``, ``model.alpha``, the base
-weights and the prepared images. Writes:
-
-* ``data/features/``: the pooled features of every split (:mod:`pipeline.features`), one
-  forward pass over the split, reused by the transfer phase when it trains its head on features,
-  and the probe as a softmax layer (``probe.npz``), the head's starting point with
-  ``transfer.head_init: probe``;
-* ``reports/baseline.json``: the chosen ``C``, val accuracy for each ``C`` tried, val and test
-  accuracy, macro F1 and loss, and the time taken.
-
-The ``evaluate`` stage puts these figures beside transfer and fine-tuning in
-``reports/metrics.json`` and flags a phase that does not beat the baseline on test accuracy.
-
-Usage: ``python -m pipeline.baseline [--params params.yaml]``
+:func:`fit_probe` standardises the features and picks ``C`` on val from :data:`C_GRID`;
+:func:`probe_report` is the content of ``reports/baseline.json``; :func:`linear_head` turns the
+probe into the weights of a softmax layer (the head's start with ``transfer.head_init: probe``).
+The ``baseline`` stage (:mod:`pipeline.stages.baseline`) runs it.
 """
 
 from __future__ import annotations
 
-import argparse
-import time
-from pathlib import Path
-
 import numpy as np
 
-from pipeline.params import load_params
-from pipeline.utils import PipelineError, log, run_stage, write_json
+from pipeline.metrics import classification_metrics
 
 # Inverse regularisation strengths tried; the best val accuracy wins (ties: the smaller C).
 C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -96,61 +78,26 @@ def linear_head(probe: object, n_classes: int) -> dict[str, np.ndarray]:
     return {"kernel": kernel.astype(np.float32), "bias": bias.astype(np.float32)}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Linear-probe baseline on the frozen features.")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--weights", default="models/base.weights.h5", type=Path)
-    parser.add_argument("--features", default="data/features", type=Path)
-    parser.add_argument("--out", default="reports/baseline.json", type=Path)
-    args = parser.parse_args(argv)
-
-    params = load_params(args.params)
-    if not args.weights.is_file():
-        raise PipelineError(f"{args.weights} not found: run the download_weights stage first")
-
-    from pipeline import features as feats
-    from pipeline.data import load_prepared
-    from pipeline.metrics import classification_metrics
-    from pipeline.utils import seed_everything
-
-    seed_everything(params.seed)
-    size = params.data.image_size
-    splits = {n: load_prepared(n, image_size=size) for n in feats.SPLITS}
-    start = time.perf_counter()
-    x = feats.compute(params, args.weights)
-    extract_s = time.perf_counter() - start
-    y = {n: np.asarray(s.labels) for n, s in splits.items()}
-    classes = splits["train"].classes
-
-    start = time.perf_counter()
-    probe, c, scores = fit_probe(x["train"], y["train"], x["val"], y["val"], params.seed)
-    fit_s = time.perf_counter() - start
+def probe_report(
+    probe: object,
+    c: float,
+    scores: dict[float, float],
+    x: dict[str, np.ndarray],
+    y: dict[str, np.ndarray],
+    classes: list[str],
+) -> dict:
+    """The content of ``reports/baseline.json``: the chosen ``C``, val accuracy for each ``C``
+    tried, and accuracy, macro F1 and loss on val and test (no wall times: this file is a
+    committed result, the same on every machine)."""
     result: dict = {
         "model": "logistic regression on standardised pooled base features",
         "C": c,
         "val_accuracy_by_C": {f"{k:g}": v for k, v in scores.items()},
         "features": int(x["train"].shape[1]),
-    }  # no wall times: this file is a committed result, the same on every machine
+    }
     for name in ("val", "test"):
         metrics, _ = classification_metrics(
             y[name], probabilities(probe, x[name], len(classes)), classes
         )
         result[name] = {k: metrics[k] for k in ("accuracy", "macro_f1", "loss")}
-    log.info(
-        "baseline (C=%g, features %.1f s, fit %.1f s): val accuracy %.4f, test accuracy %.4f, "
-        "macro F1 %.4f",
-        c,
-        extract_s,
-        fit_s,
-        result["val"]["accuracy"],
-        result["test"]["accuracy"],
-        result["test"]["macro_f1"],
-    )
-    feats.save(
-        x, feats.spec(params, args.weights), args.features, probe=linear_head(probe, len(classes))
-    )
-    write_json(args.out, result)
-
-
-if __name__ == "__main__":
-    run_stage(main)
+    return result

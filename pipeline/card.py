@@ -1,50 +1,31 @@
-"""Stage ``model_card``: ``reports/model_card.md`` and the gallery of misclassified test images.
+"""The model card: ``reports/model_card.md`` rendered from the pipeline's reports.
 
-Reads the params the card lists (``profile``, ``seed``, ``data``, ``split``, ``model``,
-``pretrain``, ``augmentation``, ``transfer``, ``finetune``, ``train``, ``export``; the class
-weights of ``train.class_weight`` are computed from the train manifest, as the training phases
-compute them) and the pipeline's outputs:
-``reports/metrics.json``, ``reports/predictions.csv``, ``reports/history/*.csv``,
-``reports/data_source.json``, ``reports/weights_source.json``, ``reports/export.json`` and the
-manifests in ``data/split``; ``reports/diagnosis.md`` and ``reports/leakage.json`` are included
-when they exist (else the card says they are not available / not checked). Writes
-``reports/model_card.md`` and ``reports/misclassified.png`` (the fine-tuned model's misclassified
-test images, most confident first, from ``data/raw``).
-
-Usage: ``python -m pipeline.model_card [--params params.yaml]``
+:func:`render_card` writes the Markdown from the params, the metrics, the provenance of data and
+weights, the export checks, the class counts (:func:`class_counts`) and the training histories;
+:func:`load_gallery_items` picks the misclassified test images for the gallery. The
+``model_card`` stage (:mod:`pipeline.stages.model_card`) reads the reports and writes the card.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from pipeline.architectures import title
 from pipeline.balance import describe, weights_from_counts
-from pipeline.params import AugmentationParams, Params, load_params
+from pipeline.params import AugmentationParams, Params
 from pipeline.utils import (
     PipelineError,
-    atomic_file,
-    log,
     markdown_table,
     read_csv,
     read_json,
-    run_stage,
 )
 
 SPLITS = ("train", "val", "test")
 PHASES = {"transfer": "transfer only", "finetune": "fine-tuned"}
-ARCHITECTURE_NAMES = {
-    "mobilenet_v2": "MobileNetV2",
-    "mobilenet_v3_small": "MobileNetV3Small",
-    "mobilenet_v3_large": "MobileNetV3Large",
-    "efficientnet_b0": "EfficientNetB0",
-    "keras_hub": "KerasHub preset",
-}
 
 
 def _markdown_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -70,7 +51,7 @@ def relevant_params(params: Params) -> list[tuple[str, Any]]:
         "model.weights_path": m.weights != "file",
         "model.kaggle_handle": m.weights != "kaggle",
         "model.kaggle_file": m.weights != "kaggle",
-        "model.alpha": not ARCHITECTURE_NAMES.get(m.architecture, "").startswith("MobileNet"),
+        "model.alpha": not title(m.architecture).startswith("MobileNet"),
     }
     sections = (
         "profile",
@@ -265,32 +246,14 @@ def _limits(params: Params, metrics: dict, classes: list[str], weights_info: dic
     return limits
 
 
-def render_card(
-    params: Params,
-    metrics: dict,
-    data_info: dict,
-    weights_info: dict,
-    export: dict,
-    classes: list[str],
-    counts: dict[str, Counter],
-    history: dict[str, list[dict]],
-    *,
-    diagnosis: str | None = None,
-    leakage: dict | None = None,
-    gallery: str | None = None,
-    misclassified: int = 0,
-) -> str:
-    """The model card as Markdown, from the pipeline's reports (values as they are there)."""
+def _model_section(
+    params: Params, classes: list[str], counts: dict[str, Counter], history: dict[str, list[dict]]
+) -> list[str]:
     m = params.model
-    arch = ARCHITECTURE_NAMES.get(m.architecture, m.architecture)
+    arch = title(m.architecture)
     alpha = f" (alpha {m.alpha})" if arch.startswith("MobileNet") else ""
     size = params.data.image_size
-    out: list[str] = [
-        f"# Model card: {arch} image classifier, {len(classes)} classes",
-        "",
-        "Written by the `model_card` stage (`python -m pipeline.model_card`) from the pipeline's "
-        "reports; regenerate it with `dvc repro` rather than editing it.",
-        "",
+    return [
         "## Model",
         "",
         f"- Base: {arch}{alpha}, pretrained weights below; the last "
@@ -316,6 +279,11 @@ def render_card(
         f"- Transfer learning (frozen base): {_history_summary(history['transfer'])}.",
         f"- Fine-tuning: {_history_summary(history['finetune'])}.",
         "",
+    ]
+
+
+def _data_section(data_info: dict, classes: list[str], counts: dict[str, Counter]) -> list[str]:
+    return [
         "## Data",
         "",
         f"- Source and version: {data_version(data_info)}.",
@@ -336,6 +304,11 @@ def render_card(
             ],
         ),
         "",
+    ]
+
+
+def _weights_and_params_sections(params: Params, weights_info: dict) -> list[str]:
+    return [
         "## Pretrained weights",
         "",
         f"- Source and version: {weights_version(weights_info)}.",
@@ -347,6 +320,11 @@ def render_card(
             ["key", "value"], [[f"`{k}`", f"`{v}`"] for k, v in relevant_params(params)]
         ),
         "",
+    ]
+
+
+def _metrics_section(metrics: dict, classes: list[str]) -> list[str]:
+    return [
         "## Test metrics",
         "",
         f"On the {metrics['test_images']} images of the test split and the "
@@ -400,6 +378,11 @@ def render_card(
             ],
         ),
         "",
+    ]
+
+
+def _diagnosis_and_leakage_sections(diagnosis: str | None, leakage: dict | None) -> list[str]:
+    out = [
         "## Fit diagnosis",
         "",
         _demote(diagnosis) if diagnosis else "Not available (no `reports/diagnosis.md`).",
@@ -418,7 +401,11 @@ def render_card(
         ]
         if "label_conflicts" in leakage:
             out += _label_conflicts(leakage["label_conflicts"])
-    out += [
+    return out
+
+
+def _exports_section(export: dict) -> list[str]:
+    return [
         "",
         "## Exported formats",
         "",
@@ -441,6 +428,11 @@ def render_card(
             ],
         ),
         "",
+    ]
+
+
+def _misclassified_section(metrics: dict, gallery: str | None, misclassified: int) -> list[str]:
+    out = [
         "## Misclassified test images",
         "",
         f"{misclassified} of {metrics['test_images']} test images are misclassified by the "
@@ -448,18 +440,58 @@ def render_card(
     ]
     if gallery and misclassified:
         out += ["", f"![misclassified test images]({gallery})"]
-    out += [
+    return out
+
+
+def _use_and_limits_sections(
+    params: Params, metrics: dict, data_info: dict, weights_info: dict, classes: list[str]
+) -> list[str]:
+    return [
         "",
         "## Intended use",
         "",
         _intended_use(data_info, classes),
-        "Use `python -m pipeline.predict` (same decoding as in training) or the exported "
+        "Use `python -m pipeline.tools.predict` (same decoding as in training) or the exported "
         "SavedModel / TFLite file with the same input preprocessing.",
         "",
         "## Limitations",
         "",
         *(f"- {x}" for x in _limits(params, metrics, classes, weights_info)),
         "",
+    ]
+
+
+def render_card(
+    params: Params,
+    metrics: dict,
+    data_info: dict,
+    weights_info: dict,
+    export: dict,
+    classes: list[str],
+    counts: dict[str, Counter],
+    history: dict[str, list[dict]],
+    *,
+    diagnosis: str | None = None,
+    leakage: dict | None = None,
+    gallery: str | None = None,
+    misclassified: int = 0,
+) -> str:
+    """The model card as Markdown, from the pipeline's reports (values as they are there)."""
+    out = [
+        f"# Model card: {title(params.model.architecture)} image classifier, "
+        f"{len(classes)} classes",
+        "",
+        "Written by the `model_card` stage (`python -m pipeline.stages.model_card`) from the "
+        "pipeline's reports; regenerate it with `dvc repro` rather than editing it.",
+        "",
+        *_model_section(params, classes, counts, history),
+        *_data_section(data_info, classes, counts),
+        *_weights_and_params_sections(params, weights_info),
+        *_metrics_section(metrics, classes),
+        *_diagnosis_and_leakage_sections(diagnosis, leakage),
+        *_exports_section(export),
+        *_misclassified_section(metrics, gallery, misclassified),
+        *_use_and_limits_sections(params, metrics, data_info, weights_info, classes),
     ]
     return "\n".join(out)
 
@@ -493,63 +525,3 @@ def load_gallery_items(
             }
         )
     return items, len(wrong)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write the model card and the error gallery.")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--reports", default="reports", type=Path)
-    parser.add_argument("--split", default="data/split", type=Path)
-    parser.add_argument("--data", default="data/raw", type=Path)
-    parser.add_argument("--out", default="reports/model_card.md", type=Path)
-    parser.add_argument("--gallery", default="reports/misclassified.png", type=Path)
-    parser.add_argument("--max-images", default=36, type=int, help="images in the gallery")
-    args = parser.parse_args(argv)
-
-    params = load_params(args.params)
-    reports = args.reports
-    needed = {
-        "metrics.json": "evaluate",
-        "predictions.csv": "evaluate",
-        "data_source.json": "download_data",
-        "weights_source.json": "download_weights",
-        "export.json": "export",
-        "history/transfer.csv": "transfer",
-        "history/finetune.csv": "finetune",
-    }
-    for name, stage in needed.items():
-        if not (reports / name).is_file():
-            raise PipelineError(f"{reports / name} not found: run the {stage} stage first")
-    if not (args.split / "classes.json").is_file():
-        raise PipelineError(f"{args.split}/classes.json not found: run the split stage first")
-
-    from pipeline import plots
-
-    classes, counts = class_counts(args.split)
-    items, n_wrong = load_gallery_items(
-        read_csv(reports / "predictions.csv"), args.data, args.max_images
-    )
-    plots.misclassified_gallery(items, args.gallery, total=n_wrong)
-    diagnosis = reports / "diagnosis.md"
-    leakage = reports / "leakage.json"
-    card = render_card(
-        params,
-        read_json(reports / "metrics.json"),
-        read_json(reports / "data_source.json"),
-        read_json(reports / "weights_source.json"),
-        read_json(reports / "export.json"),
-        classes,
-        counts,
-        {p: read_csv(reports / "history" / f"{p}.csv") for p in PHASES},
-        diagnosis=diagnosis.read_text(encoding="utf-8") if diagnosis.is_file() else None,
-        leakage=read_json(leakage) if leakage.is_file() else None,
-        gallery=Path(os.path.relpath(args.gallery, args.out.parent)).as_posix(),
-        misclassified=n_wrong,
-    )
-    with atomic_file(args.out) as fh:
-        fh.write(card)
-    log.info("wrote %s and %s (%d misclassified)", args.out, args.gallery, n_wrong)
-
-
-if __name__ == "__main__":
-    run_stage(main)

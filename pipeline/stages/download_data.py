@@ -7,7 +7,7 @@ Writes ``data/raw/`` (atomically: a failed run leaves the previous output untouc
 provenance record ``reports/data_source.json`` and ``reports/data_validation.json`` (per-class
 counts, size statistics, skipped and converted files with the reason).
 
-Usage: ``python -m pipeline.download_data [--params params.yaml] [--out data/raw]``
+Usage: ``python -m pipeline.stages.download_data [--params params.yaml] [--out data/raw]``
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipeline import paths
 from pipeline.params import load_params
 from pipeline.sources import get_data_source
 from pipeline.utils import PipelineError, atomic_dir, log, run_stage, write_json
@@ -23,13 +24,17 @@ from pipeline.validation import validate_images
 MIN_CLASSES = 2
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Download or generate the dataset.")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--out", default="data/raw", type=Path)
-    parser.add_argument("--info", default="reports/data_source.json", type=Path)
-    parser.add_argument("--validation", default="reports/data_validation.json", type=Path)
-    args = parser.parse_args(argv)
+    parser.add_argument("--params", default=paths.PARAMS)
+    parser.add_argument("--out", default=paths.RAW, type=Path)
+    parser.add_argument("--info", default=paths.DATA_SOURCE, type=Path)
+    parser.add_argument("--validation", default=paths.DATA_VALIDATION, type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
 
     params = load_params(args.params)
     source = get_data_source(params)

@@ -12,8 +12,9 @@ value the run used.
 Usage::
 
     make experiment PROFILE=tom-and-jerry SET="data.image_size=224 finetune.epochs=5"
-    python -m pipeline.experiment --profile tom-and-jerry --set data.image_size=224 [-- --queue]
-    python -m pipeline.experiment --list
+    python -m pipeline.tools.experiment --profile tom-and-jerry --set data.image_size=224
+    python -m pipeline.tools.experiment --profile tom-and-jerry -- --queue
+    python -m pipeline.tools.experiment --list
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from pipeline import paths
 from pipeline.params import PARAMS_FILE, Params, ParamsError, parse_params, parse_yaml, read_yaml
 
-PROFILES_DIR = Path("profiles")
+PROFILES_DIR = paths.PROFILES
 
 
 class ExperimentError(ValueError):

@@ -1,4 +1,4 @@
-"""Classify image files with the trained model: ``python -m pipeline.predict PATH...``.
+"""Classify image files with the trained model: ``python -m pipeline.tools.predict PATH...``.
 
 PATHs are image files or folders (searched recursively for image files). Every image goes through
 the same decoding as in training and evaluation (:func:`pipeline.data.decode_image`: RGB,
@@ -11,7 +11,7 @@ instead of stopping the run. A progress line goes to stderr for more than one ba
 Exit status: 0 when at least one file was classified, 1 when none could be, 2 for usage errors
 (no model, no class names, a model that does not match the class names).
 
-Usage: ``python -m pipeline.predict [--model models/finetune/model.keras]
+Usage: ``python -m pipeline.tools.predict [--model models/finetune/model.keras]
 [--classes data/split/classes.json] [--format table|json|csv] [--top-k 3] PATH...``
 """
 
@@ -34,8 +34,10 @@ import numpy as np
 if TYPE_CHECKING:
     import keras
 
-DEFAULT_MODEL = Path("models/finetune/model.keras")
-DEFAULT_CLASSES = Path("data/split/classes.json")
+from pipeline.paths import CLASSES, FINETUNED_MODEL
+
+DEFAULT_MODEL = FINETUNED_MODEL
+DEFAULT_CLASSES = CLASSES
 FORMATS = ("table", "json", "csv")
 EXIT_OK, EXIT_NOTHING_PREDICTED, EXIT_USAGE = 0, 1, 2
 _TF_FUNCTION_PREFIX = re.compile(r"\{\{function_node [^}]*\}\}\s*")
@@ -255,7 +257,7 @@ def load_classifier(path: Path, n_classes: int) -> keras.Model:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.predict",
+        prog="python -m pipeline.tools.predict",
         description="Classify image files or folders with the trained model.",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")

@@ -17,7 +17,7 @@ base, size and split; with augmentation and ``transfer.augmented_views`` > 0, th
 that many augmented views of the train features instead, computed once. Otherwise the whole
 model runs on every batch of augmented images (:func:`pipeline.data.augment_batch`).
 
-Usage: ``python -m pipeline.transfer [--params params.yaml]``
+Usage: ``python -m pipeline.stages.transfer [--params params.yaml]``
 """
 
 from __future__ import annotations
@@ -25,62 +25,55 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.params import load_params
+from pipeline import paths
+from pipeline.params import Params, load_params
 from pipeline.utils import PipelineError, log, run_stage, write_json
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Transfer learning: frozen base, new head.")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--weights", default="models/base.weights.h5", type=Path)
-    parser.add_argument("--features", default="data/features", type=Path)
-    parser.add_argument("--out", default="models/transfer", type=Path)
-    parser.add_argument("--history", default="reports/history/transfer.csv", type=Path)
-    parser.add_argument("--logs", default="logs/transfer", type=Path)
-    parser.add_argument("--live", default="reports/live/transfer", type=Path)
-    args = parser.parse_args(argv)
+    parser.add_argument("--params", default=paths.PARAMS)
+    parser.add_argument("--weights", default=paths.BASE_WEIGHTS, type=Path)
+    parser.add_argument("--features", default=paths.FEATURES, type=Path)
+    parser.add_argument("--out", default=paths.TRANSFER, type=Path)
+    parser.add_argument("--history", default=paths.TRANSFER_HISTORY, type=Path)
+    parser.add_argument("--logs", default=paths.TRANSFER_LOGS, type=Path)
+    parser.add_argument("--live", default=paths.LIVE_TRANSFER, type=Path)
+    return parser
 
-    params = load_params(args.params)
-    if not args.weights.is_file():
-        raise PipelineError(f"{args.weights} not found: run the download_weights stage first")
 
+def _build(params: Params, weights: Path, features_dir: Path, n_classes: int, strategy) -> tuple:
+    """The classifier, the model that trains (the head alone when the base features are
+    computed once) and the features model (or ``None``), built and compiled under ``strategy``."""
     from pipeline import distribute
-    from pipeline.balance import by_name, class_weights, describe
-    from pipeline.data import load_prepared
-    from pipeline.models import (
-        classifier_from_params,
-        compile_model,
-        save_model,
-        split_at_features,
-    )
-    from pipeline.training import (
-        feature_datasets,
-        fit_phase,
-        load_train_val,
-        open_live,
-        write_history,
-    )
+    from pipeline.models import classifier_from_params, compile_model, split_at_features
 
-    strategy = distribute.setup(params.train, params.seed)
-    cfg, size = params.transfer, params.data.image_size
-    aug = params.augmentation
-    once, views = cfg.features_once(aug), cfg.views(aug)
-    batch = distribute.global_batch_size(cfg.batch_size, strategy)
-    classes = load_prepared("train", image_size=size).classes  # fails fast if not prepared
+    cfg = params.transfer
+    features = None
     with strategy.scope():
-        model = classifier_from_params(params, len(classes), weights=args.weights)
+        model = classifier_from_params(params, n_classes, weights=weights)
         if cfg.head_init == "probe":
             from pipeline.features import load_probe
 
-            probe = load_probe(args.features)
+            probe = load_probe(features_dir)
             model.get_layer("predictions").set_weights([probe["kernel"], probe["bias"]])
             log.info("transfer: the head starts as the baseline's logistic regression")
-        if once:
+        if cfg.features_once(params.augmentation):
             features, trained = split_at_features(model)
         else:
             trained = model
         compile_model(trained, distribute.learning_rate(cfg.learning_rate, params.train, strategy))
-    if once:
+    return model, trained, features
+
+
+def _datasets(params: Params, args: argparse.Namespace, features: object, batch: int) -> tuple:
+    """The train split and the train and val datasets: base features (``features`` is not
+    ``None``) or augmented images."""
+    from pipeline.training import feature_datasets, load_train_val
+
+    cfg, size, aug = params.transfer, params.data.image_size, params.augmentation
+    views = cfg.views(aug)
+    if features is not None:
         if aug.enabled and not views:
             log.warning(
                 "transfer.base_features is 'once' and transfer.augmented_views 0: the head "
@@ -89,13 +82,33 @@ def main(argv: list[str] | None = None) -> None:
         from pipeline import features as feats
 
         stored = feats.load(feats.spec(params, args.weights), ("train", "val"), args.features)
-        train, train_ds, val_ds = feature_datasets(
+        return feature_datasets(
             features, size, batch, params.seed, stored=stored, augment=aug, views=views
         )
-    else:
-        if cfg.augmented_views:
-            log.warning("transfer.augmented_views is ignored: the whole model runs every batch")
-        train, train_ds, val_ds = load_train_val(size, batch, params.seed, augment=aug)
+    if cfg.augmented_views:
+        log.warning("transfer.augmented_views is ignored: the whole model runs every batch")
+    return load_train_val(size, batch, params.seed, augment=aug)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+
+    params = load_params(args.params)
+    if not args.weights.is_file():
+        raise PipelineError(f"{args.weights} not found: run the download_weights stage first")
+
+    from pipeline import distribute
+    from pipeline.balance import by_name, class_weights, describe
+    from pipeline.data import load_prepared
+    from pipeline.models import save_model
+    from pipeline.training import fit_phase, open_live, write_history
+
+    strategy = distribute.setup(params.train, params.seed)
+    cfg, size = params.transfer, params.data.image_size
+    batch = distribute.global_batch_size(cfg.batch_size, strategy)
+    classes = load_prepared("train", image_size=size).classes  # fails fast if not prepared
+    model, trained, features = _build(params, args.weights, args.features, len(classes), strategy)
+    train, train_ds, val_ds = _datasets(params, args, features, batch)
     weights = class_weights(train.labels, len(classes), params.train.class_weight)
     log.info("transfer: class weights %s", describe(weights, classes))
     log.info(
@@ -123,8 +136,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         save_model(model, tmp / "model.keras")
         state = result.to_dict() | {
-            "base_features": "once" if once else "every_epoch",
-            "augmented_views": views,
+            "base_features": "once" if features is not None else "every_epoch",
+            "augmented_views": cfg.views(params.augmentation),
             "class_weight": by_name(weights, classes),
         }
         write_json(tmp / "state.json", state)
