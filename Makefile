@@ -59,8 +59,13 @@ exp-show: $(STAMP)
 venv-remote: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-build-isolation -e ".[remote]"
 
+# Two pytest workers (pytest-xdist), one test file each at a time: the end-to-end tests spend
+# much of their time starting Python and TensorFlow in stage subprocesses, which one core does
+# while the other trains (docs/contributing.md has the measurements).
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"

@@ -68,8 +68,9 @@ def test_overfitting_run_is_diagnosed(tmp_path: Path):
     with Image.open(repo / "reports/figures/learning_curves.png") as im:
         assert im.format == "PNG"
 
-    # DVC shows the verdict as a metric ...
-    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
+    # DVC shows the verdict of the detailed metrics (a DVC-cached output, not a headline) ...
+    show = ["dvc", "metrics", "show", "--json", "reports/metrics.json"]
+    shown = json.loads(run(show, repo).stdout)
     data = shown[""]["data"]["reports/metrics.json"]["data"]
     assert data["diagnosis"]["transfer"]["verdict"] == "overfitting"
 
@@ -84,7 +85,9 @@ def test_overfitting_run_is_diagnosed(tmp_path: Path):
     assert {k: v for k, v in after.items() if k != "diagnosis"} == {
         k: v for k, v in metrics.items() if k != "diagnosis"
     }
-    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo).stdout)
+    diff = json.loads(
+        run(["dvc", "metrics", "diff", "--json", "--targets", "reports/metrics.json"], repo).stdout
+    )
     change = diff["reports/metrics.json"]["diagnosis.transfer.verdict"]
     assert change["old"] == "overfitting"
     assert change["new"] == after["diagnosis"]["transfer"]["verdict"]
