@@ -109,7 +109,8 @@ def test_finetune_stage_trains_with_the_train_splits_class_weights(
     from pipeline.stages import finetune, prepare
 
     work = tmp_path / "work"
-    for name in ("params.yaml", "data/raw", "data/split", "models/transfer"):
+    inputs = ("params.yaml", "data/raw", "data/split", "models/transfer", "reports/live/transfer")
+    for name in inputs:
         src, dst = trained_repo / name, work / name
         dst.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
