@@ -65,7 +65,7 @@ def test_overfitting_run_is_diagnosed(tmp_path: Path):
     # (an overfitted head may also lose to the linear probe: ", below the linear-probe baseline")
     assert "**Transfer learning (epochs 1-30): overfitting" in report
     assert "raise `model.dropout` (now 0)" in report
-    assert "**Fine-tuning (epochs 31-32): inconclusive.**" in report
+    assert "**Fine-tuning (epochs 31-32): inconclusive" in report
     with Image.open(repo / "reports/figures/learning_curves.png") as im:
         assert im.format == "PNG"
 
