@@ -28,6 +28,7 @@ import tensorflow as tf
 from pipeline.architectures import KERAS_HUB, KERAS_HUB_EXAMPLE
 from pipeline.models import (
     build_base,
+    compile_model,
     keras_hub_backbone_class,
     keras_hub_base_from_preset,
     preprocessing,
@@ -69,11 +70,7 @@ def _sample(params: Params) -> tuple[keras.Model, Provenance]:
     x = keras.layers.GlobalAveragePooling2D()(base(x))
     outputs = keras.layers.Dense(len(ANIMALS), activation="softmax")(x)
     model = keras.Model(inputs, outputs)
-    model.compile(
-        optimizer=keras.optimizers.Adam(cfg.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    compile_model(model, cfg.learning_rate)
     hist = model.fit(
         dataset(slice(n_val, None), shuffle=True),
         validation_data=dataset(slice(0, n_val), False),
