@@ -89,18 +89,38 @@ def sample_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def _session_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The temporary folder of the whole test session, shared by its pytest-xdist workers."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def trained_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny ``dvc repro`` of the whole pipeline in a temporary repo, run once per session.
+    """A tiny ``dvc repro`` of the whole pipeline in a temporary repo: run once per session.
 
-    Every stage of dvc.yaml has run, in the file's order. Tests that use it only read its
-    outputs, or leave them as they found them (same params, same metrics).
+    Every stage of dvc.yaml has run, in the file's order. The first pytest-xdist worker to ask
+    runs it (under a file lock) in the session's folder; each worker gets its own copy, so that
+    tests may change it. Tests that use it only read its outputs, or leave them as they found
+    them (same params, same metrics).
     """
+    import shutil
+
+    from filelock import FileLock
+
     from tests.e2e import make_repo, run, stages_run
 
-    path = make_repo(tmp_path_factory.mktemp("trained") / "repo", tiny_params_dict())
-    out = run(["dvc", "repro"], path).stdout
-    assert stages_run(out) == list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+    shared = _session_root(tmp_path_factory) / "trained-once"
+    with FileLock(f"{shared}.lock"):
+        if not (shared / "done").is_file():
+            shutil.rmtree(shared, ignore_errors=True)
+            make_repo(shared / "repo", tiny_params_dict())
+            out = run(["dvc", "repro"], shared / "repo").stdout
+            stages = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+            assert stages_run(out) == stages
+            (shared / "done").touch()
+    path = tmp_path_factory.mktemp("trained") / "repo"
+    shutil.copytree(shared / "repo", path, symlinks=True)
     return path
 
 

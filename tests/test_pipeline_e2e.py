@@ -165,13 +165,6 @@ def test_finetune_param_reruns_only_finetune_and_what_follows(repo: Path):
     assert json.loads((repo / "reports/metrics.json").read_text()) == before
 
 
-def test_forced_reruns_give_identical_metrics(repo: Path):
-    first = (repo / "reports/metrics.json").read_text()
-    run(["dvc", "repro", "-f"], repo)
-    assert (repo / "reports/metrics.json").read_text() == first
-    assert "up to date" in run(["dvc", "status"], repo).stdout
-
-
 def test_bad_params_fail_fast_and_keep_outputs(repo: Path):
     params_file = repo / "params.yaml"
     good = params_file.read_text()
