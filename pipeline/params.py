@@ -233,7 +233,7 @@ class PretrainParams(_Section):
 
     image_size: int = Field(96, ge=32, le=512)
     images: int = Field(4800, ge=64, le=200_000)
-    epochs: int = Field(4, ge=1, le=500)
+    epochs: int = Field(3, ge=1, le=500)
     batch_size: int = Field(32, ge=1, le=4096)
     learning_rate: float = Field(0.002, gt=0, le=1)
     seed: int = Field(
