@@ -59,13 +59,14 @@ exp-show: $(STAMP)
 venv-remote: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-build-isolation -e ".[remote]"
 
-# Two pytest workers (pytest-xdist), one test file each at a time: the end-to-end tests spend
-# much of their time starting Python and TensorFlow in stage subprocesses, which one core does
-# while the other trains (docs/contributing.md has the measurements).
-TEST_WORKERS ?= 2
+# Three pytest workers (pytest-xdist) on two cores, one test file each at a time, handed out in
+# the order of tests/conftest.py's FIRST_FILES: the end-to-end tests spend much of their time
+# starting Python and TensorFlow in stage subprocesses and in DVC, which leaves a core idle that a
+# third worker uses (docs/contributing.md has the measurements).
+TEST_WORKERS ?= 3
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"

@@ -124,6 +124,29 @@ def trained_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# The order in which pytest-xdist hands out test files (`make test`: --dist loadfile
+# --no-loadscope-reorder; each file runs whole on one worker): the longest end-to-end files first,
+# and the first of them builds the session's tiny run (``trained_repo``) while the next ones, which
+# do not need it, keep the other workers busy. Files not listed follow in their usual order.
+# docs/contributing.md has the measured times.
+FIRST_FILES = (
+    "test_runcache_e2e.py",  # builds trained_repo, then reruns, sweeps and restores it
+    "test_faults_e2e.py",
+    "test_diagnosis_e2e.py",
+    "test_kaggle.py",
+    "test_review_e2e.py",
+    "test_keras_hub.py",
+    "test_pipeline_e2e.py",
+    "test_bench.py",
+    "test_weights.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(FIRST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST_FILES)))  # a stable sort
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--bf16",

@@ -1,9 +1,10 @@
 """End to end: DVC's run-cache and queued experiments, as a user runs them.
 
 One repo for the module: a copy of the session's tiny run, committed. Running every stage again
-reproduces every committed file; going back to params that already ran restores every stage
-from the run-cache instead of running it; a queued sweep runs only the stages its param changes
-and restores the rest; ``dvc exp show`` and the readable view (``make exp-show``) list it.
+reproduces every committed file; a queued sweep runs only the stages its param changes and
+reuses the rest; going to params that already ran (in one of its experiments) and back restores
+every stage from the run-cache instead of running it; ``dvc exp show`` and the readable view
+(``make exp-show``) list it.
 Times are printed (``-s``), never asserted.
 """
 
@@ -54,31 +55,6 @@ def test_forced_rerun_reproduces_every_output_byte_for_byte(repo: Path):
     assert "up to date" in run(["dvc", "status"], repo).stdout
 
 
-def test_param_round_trip_restores_every_stage_without_training(repo: Path):
-    params_file = repo / "params.yaml"
-    original = params_file.read_text()
-    params = yaml.safe_load(original)
-    params["seed"] += 1  # every stage but download_weights reads it (pretrain.seed seeds the base)
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-    assert stages_run(run(["dvc", "repro"], repo).stdout) == [
-        s for s in ALL_STAGES if s != "download_weights"
-    ]
-
-    params_file.write_text(original)
-    start = time.perf_counter()
-    out = run(["dvc", "repro"], repo).stdout
-    seconds = time.perf_counter() - start
-    print(f"\nrun-cache round trip (tiny params): {seconds:.1f} s for {len(ALL_STAGES)} stages")
-    # every stage that trains or computes is restored; model_card keeps a document in git
-    # that is neither a metric nor a plot, which DVC does not store in its run-cache
-    changed = [s for s in ALL_STAGES if s != "download_weights"]  # the base stayed as it was
-    assert restored(out) == [s for s in changed if s not in RERUN], out
-    assert stages_run(out) == list(RERUN), out  # no training
-    # outputs, dvc.lock and the committed reports are exactly those of the first run
-    assert run(["git", "status", "--porcelain"], repo).stdout == ""
-    assert "up to date" in run(["dvc", "status"], repo).stdout
-
-
 def _wait_for_queue(repo: Path, timeout: float = 1500) -> str:
     deadline = time.monotonic() + timeout
     while True:
@@ -89,30 +65,82 @@ def _wait_for_queue(repo: Path, timeout: float = 1500) -> str:
         time.sleep(5)
 
 
-def test_queued_sweep_reuses_the_shared_stages(repo: Path):
+@pytest.fixture(scope="module")
+def swept(repo: Path) -> str:
+    """A 3-value sweep of ``finetune.learning_rate``: queued, then run; ``dvc queue status``."""
     for lr in SWEEP:
         run(["dvc", "exp", "run", "--queue", "-S", f"finetune.learning_rate={lr}"], repo)
     start = time.perf_counter()
     run(["dvc", "queue", "start", "-j", "1"], repo)
     status = _wait_for_queue(repo)
     print(f"\nqueued sweep of {len(SWEEP)} (tiny params): {time.perf_counter() - start:.0f} s")
-    assert status.count("Success") == len(SWEEP), status
+    return status
 
+
+def _experiments(repo: Path) -> tuple[dict, list[dict]]:
+    """The committed baseline's row of ``dvc exp show --json`` and its experiments' rows."""
     (baseline,) = [r for r in json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
                    if r["rev"] != "workspace"]  # fmt: skip
-    exps = [exp["revs"][0] for exp in baseline["experiments"]]
-    lrs = sorted(
-        e["data"]["params"]["params.yaml"]["data"]["finetune"]["learning_rate"] for e in exps
-    )
-    assert lrs == sorted(SWEEP)
+    return baseline, [exp["revs"][0] for exp in baseline["experiments"]]
+
+
+def _summary(row: dict) -> dict:
+    return row["data"]["metrics"]["reports/summary.json"]["data"]
+
+
+def _learning_rate(row: dict) -> float:
+    return row["data"]["params"]["params.yaml"]["data"]["finetune"]["learning_rate"]
+
+
+def test_queued_sweep_reuses_the_shared_stages(repo: Path, swept: str):
+    assert swept.count("Success") == len(SWEEP), swept
+    baseline, exps = _experiments(repo)
+    assert sorted(_learning_rate(e) for e in exps) == sorted(SWEEP)
     for exp in exps:
-        summary = exp["data"]["metrics"]["reports/summary.json"]["data"]
+        summary = _summary(exp)
         assert 0 <= summary["finetune"]["accuracy"] <= 1
+        # the head and the probe were reused: the committed run's figures
+        assert summary["transfer"] == _summary(baseline)["transfer"]
+        assert summary["baseline"] == _summary(baseline)["baseline"]
         log = run(["dvc", "queue", "logs", exp["name"]], repo).stdout
         # fine-tuning and what follows ran; the stages before it were reused, not run again
         assert stages_run(log) == ["finetune", "evaluate", "export", "model_card"], log[-3000:]
     # the workspace is untouched by queued runs
     assert run(["git", "status", "--porcelain"], repo).stdout == ""
+
+
+def _set_learning_rate(repo: Path, lr: float) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["finetune"]["learning_rate"] = lr
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_param_round_trip_restores_every_stage_without_training(repo: Path, swept: str):
+    """Params that already ran, here in a queued experiment of the sweep, and back: every stage
+    they rerun is restored from the run-cache that experiments and the workspace share."""
+    original = (repo / "params.yaml").read_text()
+    _, exps = _experiments(repo)
+    (exp,) = [e for e in exps if _learning_rate(e) == SWEEP[-1]]
+    changed = ["finetune", "evaluate", "export", "model_card"]
+    # model_card keeps a document in git that is neither a metric nor a plot, which DVC does
+    # not store in its run-cache: it runs (no training); every other stage is restored
+    for step, lr in (("to the experiment's value", SWEEP[-1]), ("back", None)):
+        if lr is None:
+            (repo / "params.yaml").write_text(original)
+        else:
+            _set_learning_rate(repo, lr)
+        start = time.perf_counter()
+        out = run(["dvc", "repro"], repo).stdout
+        seconds = time.perf_counter() - start
+        print(f"\nrun-cache, {step} (tiny params): {seconds:.1f} s for {len(changed)} stages")
+        assert restored(out) == [s for s in changed if s not in RERUN], out
+        assert stages_run(out) == list(RERUN), out
+        if lr is not None:  # the experiment's results, restored into the workspace
+            summary = json.loads((repo / "reports/summary.json").read_text())
+            assert summary == _summary(exp)
+    # outputs, dvc.lock and the committed reports are exactly those of the first run
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""
+    assert "up to date" in run(["dvc", "status"], repo).stdout
 
 
 def _columns(csv_text: str) -> list[str]:

@@ -10,8 +10,11 @@ from pipeline.weights import base_from_file, pretrained_base
 from tests.conftest import tiny_params_dict
 
 
-def test_sample_weights_are_pretrained_and_size_free(tmp_path):
+def test_sample_weights_are_pretrained_size_free_and_deterministic(tmp_path):
+    from pipeline.utils import seed_everything
+
     params = parse_params(tiny_params_dict())
+    seed_everything(params.pretrain.seed)
     base, info = pretrained_base(params)
     assert info["source"] == "sample" and info["images"] == 64 and info["epochs"] == 1
     assert 0.0 <= info["source_task_val_accuracy"] <= 1.0
@@ -23,16 +26,9 @@ def test_sample_weights_are_pretrained_and_size_free(tmp_path):
     loaded = build_base("mobilenet_v2", 0.35, 48, weights=path)
     np.testing.assert_array_equal(loaded.weights[-1].numpy(), base.weights[-1].numpy())
 
-
-def test_sample_weights_are_deterministic():
-    params = parse_params(tiny_params_dict())
-    from pipeline.utils import seed_everything
-
-    seed_everything(params.pretrain.seed)
-    first, _ = pretrained_base(params)
-    seed_everything(params.pretrain.seed)
-    second, _ = pretrained_base(params)
-    for a, b in zip(first.weights, second.weights, strict=True):
+    seed_everything(params.pretrain.seed)  # what the download_weights stage does
+    again, _ = pretrained_base(params)
+    for a, b in zip(base.weights, again.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
