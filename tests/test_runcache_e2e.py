@@ -45,12 +45,15 @@ def repo(trained_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_forced_rerun_reproduces_every_output_byte_for_byte(repo: Path):
-    """What .ci/run checks on the demo: running every stage again changes no committed file.
+    """What .ci/run checks on the demo: running the stages again changes no committed file.
 
     Models, exports and reports hold no save times, memory addresses, random ids or wall times,
-    so dvc.lock records the same hashes.
+    so dvc.lock records the same hashes. Every stage but ``download_weights``, whose pretraining
+    is checked in-process (tests/test_weights.py) and from scratch by .ci/run's ``make repro``.
     """
-    assert stages_run(run(["dvc", "repro", "-f"], repo).stdout) == ALL_STAGES
+    ran = stages_run(run(["dvc", "repro", "-f", "-s", "download_data"], repo).stdout)
+    ran += stages_run(run(["dvc", "repro", "-f", "--downstream", "split"], repo).stdout)
+    assert ran == [s for s in ALL_STAGES if s != "download_weights"]
     assert run(["git", "status", "--porcelain"], repo).stdout == ""  # metrics included
     assert "up to date" in run(["dvc", "status"], repo).stdout
 
