@@ -27,6 +27,8 @@ ALL_STAGES = [
     "export",
     "model_card",
 ]
+# a run through the first stage that builds the base and computes features on the images
+THROUGH_BASELINE = ALL_STAGES[: ALL_STAGES.index("baseline") + 1]
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +205,7 @@ def test_local_folder_with_weights_file(tmp_path: Path):
     # through the first stage that builds the base from the file and computes its features;
     # every later stage reads them as it does for any source (the session's tiny run)
     out = run(["dvc", "repro", "baseline"], repo).stdout
-    assert stages_run(out) == ALL_STAGES[: ALL_STAGES.index("baseline") + 1]
+    assert stages_run(out) == THROUGH_BASELINE
     assert sorted(p.name for p in (repo / "data/raw").iterdir()) == ["cat", "dog"]
     assert json.loads((repo / "data/split/classes.json").read_text()) == ["cat", "dog"]
     baseline = json.loads((repo / "reports/baseline.json").read_text())

@@ -28,6 +28,7 @@ from tests.test_review_e2e import make
 pytestmark = pytest.mark.slow
 SWEEP = (2.0e-5, 3.0e-5, 5.0e-5)  # finetune.learning_rate; the tiny params use 1e-5
 RERUN = ("model_card",)  # no run-cache: reports/model_card.md is git-tracked
+SWEPT = ALL_STAGES[ALL_STAGES.index("finetune") :]  # what a finetune.learning_rate change reruns
 
 
 def restored(output: str) -> list[str]:
@@ -107,15 +108,9 @@ def test_queued_sweep_reuses_the_shared_stages(repo: Path, swept: str):
         assert summary["baseline"] == _summary(baseline)["baseline"]
         log = run(["dvc", "queue", "logs", exp["name"]], repo).stdout
         # fine-tuning and what follows ran; the stages before it were reused, not run again
-        assert stages_run(log) == ["finetune", "evaluate", "export", "model_card"], log[-3000:]
+        assert stages_run(log) == SWEPT, log[-3000:]
     # the workspace is untouched by queued runs
     assert run(["git", "status", "--porcelain"], repo).stdout == ""
-
-
-def _set_learning_rate(repo: Path, lr: float) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["finetune"]["learning_rate"] = lr
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def test_param_round_trip_restores_every_stage_without_training(repo: Path, swept: str):
@@ -124,21 +119,20 @@ def test_param_round_trip_restores_every_stage_without_training(repo: Path, swep
     original = (repo / "params.yaml").read_text()
     _, exps = _experiments(repo)
     (exp,) = [e for e in exps if _learning_rate(e) == SWEEP[-1]]
-    changed = ["finetune", "evaluate", "export", "model_card"]
+    params = yaml.safe_load(original)
+    params["finetune"]["learning_rate"] = SWEEP[-1]
+    to_exp = yaml.safe_dump(params, sort_keys=False)
     # model_card keeps a document in git that is neither a metric nor a plot, which DVC does
     # not store in its run-cache: it runs (no training); every other stage is restored
-    for step, lr in (("to the experiment's value", SWEEP[-1]), ("back", None)):
-        if lr is None:
-            (repo / "params.yaml").write_text(original)
-        else:
-            _set_learning_rate(repo, lr)
+    for step, text in (("to the experiment's value", to_exp), ("back", original)):
+        (repo / "params.yaml").write_text(text)
         start = time.perf_counter()
         out = run(["dvc", "repro"], repo).stdout
         seconds = time.perf_counter() - start
-        print(f"\nrun-cache, {step} (tiny params): {seconds:.1f} s for {len(changed)} stages")
-        assert restored(out) == [s for s in changed if s not in RERUN], out
+        print(f"\nrun-cache, {step} (tiny params): {seconds:.1f} s for {len(SWEPT)} stages")
+        assert restored(out) == [s for s in SWEPT if s not in RERUN], out
         assert stages_run(out) == list(RERUN), out
-        if lr is not None:  # the experiment's results, restored into the workspace
+        if text == to_exp:  # the experiment's results, restored into the workspace
             summary = json.loads((repo / "reports/summary.json").read_text())
             assert summary == _summary(exp)
     # outputs, dvc.lock and the committed reports are exactly those of the first run
