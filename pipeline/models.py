@@ -515,3 +515,74 @@ def split_at_features(model: keras.Model) -> tuple[keras.Model, keras.Model]:
         if name in present:  # a linear head has no dense / dropout_2
             h = model.get_layer(name)(h)
     return features, keras.Model(head_in, h, name="head")
+
+
+def _inbound(base: keras.Model) -> list[list[int]]:
+    """For each operation of ``base`` (``base.operations``, in graph order), the positions of the
+    operations whose outputs it takes, in the base's own graph (not in models built from it)."""
+    from keras.src.ops.function import make_node_key
+
+    ops = base.operations
+    position = {id(op): i for i, op in enumerate(ops)}
+    inbound: list[list[int]] = []
+    for op in ops:
+        sources = []
+        for index, node in enumerate(op._inbound_nodes):
+            if make_node_key(op, index) in base._nodes:  # else a node of another model
+                sources += [position[id(t._keras_history.operation)] for t in node.input_tensors]
+        inbound.append(sources)
+    return inbound
+
+
+def frozen_cut(base: keras.Model) -> keras.Operation | None:
+    """The last operation of ``base`` before its first trainable layer through whose output
+    alone every later operation depends on the input; ``None`` when there is none but the input.
+
+    Everything up to it is frozen, so its output (the "frozen activations") is a fixed function
+    of the image: computed once, it can stand in for the bottom of the base. A layer inside a
+    residual block does not qualify (the skip connection passes around it); the output of the
+    block before it does.
+    """
+    ops = base.operations
+    trainable = [i for i, op in enumerate(ops) if getattr(op, "trainable_weights", None)]
+    if not trainable:
+        return None
+    inbound = _inbound(base)
+    # earliest[c]: the earliest operation whose output some operation after c takes
+    earliest = [len(ops)] * len(ops)
+    for i in range(len(ops) - 2, -1, -1):
+        earliest[i] = min([earliest[i + 1], *inbound[i + 1]])
+    for c in range(trainable[0] - 1, 0, -1):
+        if earliest[c] >= c and len(keras.tree.flatten(ops[c].output)) == 1:
+            return ops[c]
+    return None
+
+
+def split_at_frozen(model: keras.Model) -> tuple[keras.Model, keras.Model, str] | None:
+    """Cut a classifier at its base's :func:`frozen_cut` into ``(bottom, top, layer name)``.
+
+    ``bottom`` maps ``(batch, size, size, 3)`` pixels to the ``(batch, h, w, c)`` output of the
+    cut layer (inference mode); ``top`` maps those activations to ``(batch, n_classes)``
+    probabilities through the rest of the base (called with ``training=False``, so BatchNorm
+    stays in inference mode) and the head. Both share ``model``'s layers: ``top(bottom(x))`` is
+    ``model(x)``, and training ``top`` trains ``model``'s unfrozen layers and head. ``None`` when
+    no layer qualifies (nothing is frozen, or nothing but the input).
+    """
+    base = get_base(model)
+    cut = frozen_cut(base)
+    if cut is None:
+        return None
+    name, activations = cut.name, cut.output
+    inputs = keras.Input(shape=model.input_shape[1:], name="image")
+    lower = keras.Model(base.input, activations, name="frozen_bottom")
+    bottom = keras.Model(
+        inputs, lower(model.get_layer("preprocessing")(inputs), training=False), name="bottom"
+    )
+    upper = keras.Model(activations, base.output, name="trainable_top")
+    top_in = keras.Input(shape=activations.shape[1:], name="activations")
+    h = model.get_layer("pool")(upper(top_in, training=False))
+    present = {layer.name for layer in model.layers}
+    for layer_name in HEAD_LAYERS:
+        if layer_name in present:
+            h = model.get_layer(layer_name)(h)
+    return bottom, keras.Model(top_in, h, name="top"), name

@@ -260,6 +260,13 @@ class AugmentationParams(_Section):
     )
 
     @property
+    def flip_only(self) -> bool:
+        """Whether the horizontal flip is the only augmentation switched on."""
+        return self.flip and not (
+            self.rotation or self.zoom or self.translation or self.contrast or self.brightness
+        )
+
+    @property
     def enabled(self) -> bool:
         """Whether any augmentation is switched on."""
         return bool(
@@ -323,9 +330,39 @@ class TransferParams(PhaseParams):
 
 
 class FinetuneParams(PhaseParams):
+    """The fine-tuning phase; ``frozen_activations`` says how the still-frozen bottom of the base
+    is run.
+
+    ``once``: the output of the frozen bottom (the base up to the last layer before the
+    unfrozen ones that every path crosses, :func:`pipeline.models.frozen_cut`) is computed once
+    per train and val image, and the unfrozen top and the head train on it, so every epoch runs
+    only the top. Augmentation must then be off or flip only: the activations of each train
+    image and of its mirror are both kept and every epoch draws one of them per image at random,
+    the same distribution as flipping half of the images. The trained model is the same kind of
+    model as with ``every_epoch`` (BatchNorm is frozen either way); only the random draws
+    differ. ``every_epoch``: the whole model runs on every batch of freshly augmented images.
+    ``auto``: ``once`` when augmentation is off or flip only and the activations fit in
+    ``cache_mb``, else ``every_epoch``.
+    """
+
     epochs: int = Field(30, ge=1, le=10_000)
     learning_rate: float = Field(1e-4, gt=0, le=1)
     unfreeze_layers: int = Field(80, ge=1, description="last layers of the base to unfreeze")
+    frozen_activations: Literal["auto", "once", "every_epoch"] = "auto"
+    cache_mb: float = Field(
+        2048,
+        gt=0,
+        le=1_048_576,
+        description="most memory the frozen activations computed once may take, MiB (auto: "
+        "every_epoch above it; once: an error)",
+    )
+
+    def activations_once(self, augmentation: AugmentationParams) -> bool:
+        """Whether this phase may compute the frozen activations once (see the class
+        docstring); ``auto`` still falls back when they would not fit in ``cache_mb``."""
+        if self.frozen_activations == "auto":
+            return augmentation.flip_only or not augmentation.enabled
+        return self.frozen_activations == "once"
 
 
 class TrainParams(_Section):
@@ -453,6 +490,22 @@ class Params(_Section):
                 "pretrained on generated shapes for the offline demo. Use model.weights "
                 "imagenet, file or kaggle with real data (e.g. make experiment "
                 "PROFILE=tom-and-jerry)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _activations_once_needs_flip_only(self) -> Params:
+        aug = self.augmentation
+        if self.finetune.frozen_activations == "once" and aug.enabled and not aug.flip_only:
+            on = [
+                k
+                for k in ("rotation", "zoom", "translation", "contrast", "brightness")
+                if getattr(aug, k)
+            ]
+            raise ValueError(
+                "finetune.frozen_activations is 'once', which covers no augmentation but the "
+                f"flip, and augmentation.{', augmentation.'.join(on)} is on: set "
+                f"{' and '.join(on)} to 0, or finetune.frozen_activations to auto or every_epoch"
             )
         return self
 

@@ -148,6 +148,82 @@ def feature_datasets(
     return train, train_ds, feature_dataset(f_val, np.asarray(val.labels, np.int32), batch_size)
 
 
+def activation_datasets(
+    bottom: keras.Model,
+    image_size: int,
+    batch_size: int,
+    seed: int,
+    *,
+    mirror: bool,
+    cache_mb: float,
+    split_dir: str | Path = paths.SPLIT,
+    prepared_dir: str | Path = PREPARED_DIR,
+) -> tuple[Split, tf.data.Dataset, tf.data.Dataset] | None:
+    """Like :func:`load_train_val`, with ``bottom``'s activations computed once instead of images.
+
+    ``bottom``: the frozen bottom of a classifier (:func:`pipeline.models.split_at_frozen`),
+    mapping ``(batch, size, size, 3)`` pixels to ``(batch, h, w, c)`` activations. ``mirror``:
+    the activations of each train image's mirror image are computed too, and every epoch each
+    image contributes one of its two, drawn at random (seeded; new draws every epoch), the
+    distribution of :func:`pipeline.data.augment_batch`'s flip. The train activations are
+    shuffled as :func:`load_train_val` shuffles the images; val activations are never mirrored.
+    Returns ``None``, computing nothing, when the activations would take more than ``cache_mb``
+    MiB (the input pipeline briefly holds a second copy of the train activations).
+    """
+    train, val = (load_prepared(n, prepared_dir, split_dir, image_size) for n in ("train", "val"))
+    shape = tuple(int(d) for d in bottom.output.shape[1:])
+    copies = 2 if mirror else 1
+    mb = float(np.prod(shape)) * 4 * (copies * len(train) + len(val)) / 2**20
+    if mb > cache_mb:
+        log.info(
+            "frozen activations of %d + %d images would take %.0f MiB, over the %.0f MiB cap",
+            copies * len(train),
+            len(val),
+            mb,
+            cache_mb,
+        )
+        return None
+    start = time.perf_counter()
+    forward = inference_fn(bottom)
+    f_val = extract_features(forward, val, image_size, batch_size)
+    labels = np.asarray(train.labels, np.int32)
+    if mirror:
+        views = _mirror_views(bottom, forward, train, image_size, batch_size)
+        train_ds = view_dataset(views, labels, batch_size, seed)
+    else:
+        f_train = extract_features(forward, train, image_size, batch_size)
+        train_ds = feature_dataset(f_train, labels, batch_size, seed)
+    seconds = time.perf_counter() - start
+    n = copies * len(train) + len(val)
+    log.info(
+        "frozen activations of %d images%s computed once in %.1f s (%.0f images/s), %s each, "
+        "%.0f MiB",
+        n,
+        " (train images and their mirrors, val images)" if mirror else "",
+        seconds,
+        n / max(seconds, 1e-9),
+        "x".join(map(str, shape)),
+        mb,
+    )
+    val_ds = feature_dataset(f_val, np.asarray(val.labels, np.int32), batch_size)
+    return train, train_ds, val_ds
+
+
+def _mirror_views(
+    bottom: keras.Model, forward: Callable, train: Split, image_size: int, batch_size: int
+) -> np.ndarray:
+    """``(2, n, h, w, c)``: ``bottom``'s activations of the ``n`` train images and of their
+    mirror images (``forward``: :func:`inference_fn` of ``bottom``)."""
+    mirrored = tf.function(
+        lambda x: bottom(tf.reverse(x, axis=[2]), training=False), reduce_retracing=True
+    )
+    shape = tuple(int(d) for d in bottom.output.shape[1:])
+    views = np.empty((len(train), 2, *shape), np.float32)  # image-major: one copy, no more
+    views[:, 0] = extract_features(forward, train, image_size, batch_size)
+    views[:, 1] = extract_features(mirrored, train, image_size, batch_size)
+    return np.swapaxes(views, 0, 1)
+
+
 def _stored_features(
     stored: dict[str, np.ndarray], train: Split, val: Split
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -228,9 +304,9 @@ def view_dataset(
 ) -> tf.data.Dataset:
     """Shuffled batches of ``(features, labels)``, each image's features one of its views.
 
-    ``views``: ``(k, n, d)`` features of ``k`` augmented copies of ``n`` images. Every epoch
-    the images are reshuffled and each draws one of its ``k`` copies at random (seeded by
-    ``seed``; new draws every epoch, the same ones run to run).
+    ``views``: ``(k, n, *feature_shape)`` features of ``k`` augmented copies of ``n`` images.
+    Every epoch the images are reshuffled and each draws one of its ``k`` copies at random
+    (seeded by ``seed``; new draws every epoch, the same ones run to run).
     """
     k = views.shape[0]
     ds = tf.data.Dataset.from_tensor_slices((np.swapaxes(views, 0, 1), labels))

@@ -27,6 +27,7 @@ from pipeline.models import (
     preprocessing,
     read_keras_hub_base,
     save_base,
+    split_at_frozen,
     unfreeze_last,
 )
 from pipeline.params import parse_params, read_yaml
@@ -242,6 +243,18 @@ def test_unfreezing_a_keras_hub_base_keeps_every_batchnorm_frozen(base_file):
     optimizer.apply(tape.gradient(loss, model.trainable_weights), model.trainable_weights)
     changed = {w.path for w in base.weights if not np.array_equal(w.numpy(), before[w.path])}
     assert changed and changed <= tail_weights
+
+
+def test_frozen_activations_of_a_keras_hub_base_are_cut_between_blocks(base_file):
+    """A KerasHub block is one layer of its backbone: the cut falls between blocks, and the
+    top on the frozen activations is the whole classifier."""
+    model = classifier_from_params(_params(), 4, weights=base_file)
+    unfreeze_last(model, 3)
+    bottom, top, name = split_at_frozen(model)
+    assert name == get_base(model).layers[-4].name
+    x = np.random.default_rng(2).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(top(bottom(x)), model(x, training=False), atol=1e-6)
+    assert {w.path for w in top.trainable_weights} == {w.path for w in model.trainable_weights}
 
 
 @pytest.mark.parametrize(

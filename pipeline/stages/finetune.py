@@ -5,12 +5,17 @@ Reads ``seed``, ``data.image_size``, ``augmentation.*``, ``finetune.*`` and ``tr
 Loads ``models/transfer/model.keras``, makes the last ``finetune.unfreeze_layers`` layers of the
 base trainable (BatchNorm layers stay frozen and in inference mode), recompiles with
 ``finetune.learning_rate`` and continues the epoch count where transfer learning stopped, on
-train batches augmented as ``augmentation.*`` says (:func:`pipeline.data.augment_batch`). Writes
-``models/finetune/`` (``model.keras``, ``best.weights.h5``, ``state.json`` with the class
-weights), ``reports/history/finetune.csv``, ``reports/model_summary.txt``
-(``summary(show_trainable=True)``), ``reports/live/training`` (the transfer stage's DVCLive run,
-``reports/live/transfer``, continued with this phase's epochs: both phases on one step axis) and
-``logs/tensorboard/``: the transfer stage's TensorBoard logs (``logs/transfer``) with this
+train batches augmented as ``augmentation.*`` says (:func:`pipeline.data.augment_batch`).
+With ``finetune.frozen_activations`` resolving to ``once`` (augmentation off or flip only), the
+still-frozen bottom of the base runs once over the train images, their mirrors and the val
+images (:func:`pipeline.training.activation_datasets`), and each epoch runs only the unfrozen top
+of the base and the head on those activations (:func:`pipeline.models.split_at_frozen`): the same
+layers of the same model. Writes ``models/finetune/`` (``model.keras``, ``best.weights.h5``,
+``state.json`` with the class weights and how the frozen layers ran),
+``reports/history/finetune.csv``, ``reports/model_summary.txt``
+(``summary(show_trainable=True)``), ``reports/live/training`` (the transfer stage's DVCLive
+run, ``reports/live/transfer``, continued with this phase's epochs: both phases on one step axis)
+and ``logs/tensorboard/``: the transfer stage's TensorBoard logs (``logs/transfer``) with this
 phase's events added to the same ``train/`` and ``validation/`` runs, so that
 ``tensorboard --logdir logs/tensorboard`` shows both phases as one continuous curve (epochs and
 optimizer steps both continue). In a multi-worker run only the chief writes them.
@@ -62,14 +67,13 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline import distribute
     from pipeline.balance import by_name, class_weights, describe
     from pipeline.models import save_model
-    from pipeline.training import fit_phase, load_train_val, open_live, write_history
+    from pipeline.training import fit_phase, open_live, write_history
 
     strategy = distribute.setup(params.train, params.seed)
     cfg = params.finetune
     model = _unfrozen_model(model_file, params, strategy)
-    size = int(model.input_shape[1])
     batch = distribute.global_batch_size(cfg.batch_size, strategy)
-    train, train_ds, val_ds = load_train_val(size, batch, params.seed, augment=params.augmentation)
+    trained, how, (train, train_ds, val_ds) = _training_data(model, params, batch, strategy)
     weights = class_weights(train.labels, len(train.classes), params.train.class_weight)
     log.info("finetune: class weights %s", describe(weights, train.classes))
     state = read_json(state_file)
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             log.warning("%s not found: TensorBoard shows fine-tuning only", args.transfer_logs)
         rows, result = fit_phase(
-            model,
+            trained,
             train_ds,
             val_ds,
             phase="finetune",
@@ -94,13 +98,15 @@ def main(argv: list[str] | None = None) -> None:
             work_dir=tmp,
             log_dir=tb,
             step_offset=int(state.get("optimizer_steps", 0)),
+            checkpoint=model,
             strategy=strategy,
             class_weight=weights,
             live=live,
         )
         save_model(model, tmp / "model.keras")
         write_json(
-            tmp / "state.json", result.to_dict() | {"class_weight": by_name(weights, train.classes)}
+            tmp / "state.json",
+            result.to_dict() | how | {"class_weight": by_name(weights, train.classes)},
         )
         if not chief:
             return  # the other workers write nothing that DVC tracks
@@ -137,6 +143,50 @@ def _unfrozen_model(model_file: Path, params: Params, strategy: object) -> objec
         sum(int(w.numpy().size) for w in model.trainable_weights),
     )
     return model
+
+
+def _training_data(model: object, params: Params, batch: int, strategy: object) -> tuple:
+    """The model that trains, how the frozen layers run (for ``state.json``) and the train
+    split with the train and val datasets: frozen activations computed once, with the unfrozen
+    top of ``model`` training on them, or augmented images through the whole ``model``."""
+    from pipeline import distribute
+    from pipeline.models import compile_model, split_at_frozen
+    from pipeline.training import activation_datasets, load_train_val
+
+    cfg, aug = params.finetune, params.augmentation
+    size = int(model.input_shape[1])
+    forced = cfg.frozen_activations == "once"
+    if cfg.activations_once(aug):
+        with strategy.scope():
+            split = split_at_frozen(model)
+        if split is None:
+            why = "no frozen layer before the unfrozen ones but the input"
+        else:
+            bottom, top, cut = split
+            data = activation_datasets(
+                bottom, size, batch, params.seed, mirror=aug.flip, cache_mb=cfg.cache_mb
+            )
+            if data is not None:
+                with strategy.scope():
+                    lr = distribute.learning_rate(cfg.learning_rate, params.train, strategy)
+                    compile_model(top, lr)
+                log.info(
+                    "finetune: the frozen layers up to %s ran once; epochs run the %d layers "
+                    "after it and the head",
+                    cut,
+                    len(top.get_layer("trainable_top").operations) - 1,
+                )
+                return top, {"frozen_activations": "once", "frozen_until": cut}, data
+            why = f"they would take more than finetune.cache_mb ({cfg.cache_mb:g} MiB)"
+        if forced:
+            raise PipelineError(
+                f"finetune.frozen_activations is 'once' but the frozen activations cannot be "
+                f"computed once: {why}. Set finetune.frozen_activations: every_epoch (or auto), "
+                "or raise finetune.cache_mb; the transfer stage's model is kept"
+            )
+        log.info("finetune: the whole model runs every batch (%s)", why)
+    data = load_train_val(size, batch, params.seed, augment=aug)
+    return model, {"frozen_activations": "every_epoch"}, data
 
 
 def _write_summary(model: object, path: Path) -> None:

@@ -12,7 +12,10 @@
   and (with augmentation) those of augmented images, one view of ``transfer.augmented_views``;
   then a head epoch on the features and one on augmented views;
 * the **fine-tune** phase: its step throughput against epochs over the prepared images, without
-  and with augmentation;
+  and with augmentation; then, with the frozen activations computed once
+  (``finetune.frozen_activations``), the frozen bottom's pass over the images (per view) and an
+  epoch of the unfrozen top on those activations (each image's own and, with the flip on, its
+  mirror's, one drawn per epoch);
 * the peak resident memory of the process.
 
 Each rate is printed with its ratio to the forward ceiling; each epoch also as a ratio to its

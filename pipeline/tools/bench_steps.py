@@ -231,6 +231,33 @@ class _Steps:
         self.results["head_epoch"] = rates[0]
         self.results["head_epoch_views"] = rates[1] if self.aug else None
 
+    def frozen(self, bottom: Any, top: Any, b: int, lr: float) -> None:
+        """Fine-tuning on the frozen activations computed once: the pass of the frozen bottom
+        over the images (per view), then top epochs on the activations (with the flip on,
+        each image's own and its mirror's, one drawn per epoch), against the same step."""
+        import tensorflow as tf
+
+        from pipeline.models import compile_model
+        from pipeline.training import extract_features, feature_dataset, inference_fn, view_dataset
+
+        ready, size, n = self.ready, self.size, self.n
+        mirror = bool(self.aug is not None and self.aug.flip)
+        forward = inference_fn(bottom)
+        extract_features(forward, ready, size, b)  # traces
+        start = time.perf_counter()
+        plain = extract_features(forward, ready, size, b)
+        self.results["activations_once"] = n / (time.perf_counter() - start)
+        labels = np.asarray(ready.labels, np.int32)
+        if mirror:
+            flipped = tf.function(lambda x: bottom(tf.reverse(x, axis=[2]), training=False))
+            ds = view_dataset(
+                np.stack([plain, extract_features(flipped, ready, size, b)]), labels, b, seed=1
+            )
+        else:
+            ds = feature_dataset(plain, labels, b, seed=1)
+        compile_model(top, lr)
+        self.results["finetune_epoch_once"] = fit_rates([(top, ds, n)], self.rounds)[0]
+
 
 def _frames(work: Path, images: int, frame_side: int, seed: int) -> Any:
     """``images`` freshly drawn frames in ``work/raw``, as a split."""
@@ -256,6 +283,7 @@ def bench_steps(
         get_base,
         preprocessing,
         split_at_features,
+        split_at_frozen,
         unfreeze_last,
     )
     from pipeline.utils import seed_everything
@@ -280,6 +308,11 @@ def bench_steps(
     # Fine-tuning: the last layers of the base unfrozen.
     unfreeze_last(model, params.finetune.unfreeze_layers)
     bench.phase("finetune", params.finetune.batch_size, params.finetune.learning_rate)
+    split = split_at_frozen(model)
+    if split is not None:  # measured whatever finetune.frozen_activations says
+        bench.frozen(split[0], split[1], params.finetune.batch_size, params.finetune.learning_rate)
+    else:
+        results["activations_once"] = results["finetune_epoch_once"] = None
     results["peak_rss_mb"] = peak_rss_mb()
     keras.backend.clear_session()
     return results
@@ -301,6 +334,8 @@ STEP_ROWS: tuple[tuple[str, str, str | None, float | None], ...] = (
     ("finetune_step", "fine-tune step, in-memory batch", None, None),
     ("finetune_epoch", "fine-tune epoch, prepared images", "finetune_step", 0.9),
     ("finetune_epoch_aug", "fine-tune epoch, prepared images, augmented", "finetune_step", 0.8),
+    ("activations_once", "fine-tune: frozen activations once, per view", "forward", None),
+    ("finetune_epoch_once", "fine-tune epoch on them (flip: 2 views)", "finetune_step", 0.8),
 )
 
 
@@ -313,7 +348,8 @@ def format_steps(r: dict[str, Any], setup: str) -> str:
     for key, label, ref, target in STEP_ROWS:
         rate = r[key]
         if rate is None:
-            lines.append(f"{label:<50} {'-':>10} {'':>10}  (augmentation off)")
+            why = "nothing frozen" if key.endswith("_once") else "augmentation off"
+            lines.append(f"{label:<50} {'-':>10} {'':>10}  ({why})")
             continue
         vs = ""
         if ref:
