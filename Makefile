@@ -30,8 +30,10 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
+# reports/machine.json: the kind of CPU the results were computed on (docs/reproducibility.md)
 repro: $(STAMP)
 	$(BIN)/dvc repro
+	$(BIN)/python -m pipeline.tools.machine --write reports/machine.json
 
 # The real run and experiments: `make experiment PROFILE=tom-and-jerry SET="key=value ..."`
 # (profiles/<name>.yaml, then SET; ARGS go to `dvc exp run`, e.g. ARGS=--queue).
