@@ -127,23 +127,50 @@ def resolve_distribution(distribution: str, n_gpus: int) -> str:
     return distribution
 
 
-def check_cpu_precision(policy: str, n_gpus: int, env: Mapping[str, str] | None = None) -> None:
-    """Fail clearly where ``policy`` cannot run: bfloat16 on a CPU whose oneDNN is capped.
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``; empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
 
-    ``pipeline/__init__.py`` caps oneDNN at AVX2 (``ONEDNN_MAX_CPU_ISA``) so that every machine
-    computes the same numbers; oneDNN's CPU bfloat16 kernels need AVX-512, and without them
-    TensorFlow aborts the process in the first training step.
+
+def check_cpu_precision(
+    policy: str,
+    n_gpus: int,
+    env: Mapping[str, str] | None = None,
+    cpu_flags: set[str] | None = None,
+) -> None:
+    """Fail clearly where ``policy`` cannot run on a CPU whose oneDNN is capped.
+
+    ``pipeline/__init__.py`` caps oneDNN at AVX2 (``ONEDNN_MAX_CPU_ISA``) so that machines of a
+    kind compute the same numbers. oneDNN's CPU bfloat16 kernels need AVX-512; and on a CPU with
+    native float16 (``avx512_fp16``, e.g. Intel Sapphire Rapids) TensorFlow sends float16
+    convolutions to oneDNN, which has no float16 kernel under the cap. Either way TensorFlow
+    aborts in the first training step. ``cpu_flags``: the CPU's flags (default: this CPU's).
     """
     env = os.environ if env is None else env
     isa = env.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
     capped = not isa.startswith(("AVX512", "AVX10", "ALL"))
-    if policy == "mixed_bfloat16" and n_gpus == 0 and capped:
+    if n_gpus or not capped:
+        return
+    why = ""
+    if policy == "mixed_bfloat16":
+        why = "its bfloat16 kernels need AVX-512"
+    elif policy == "mixed_float16" and "avx512_fp16" in (
+        _cpu_flags() if cpu_flags is None else cpu_flags
+    ):
+        why = "this CPU has native float16 (avx512_fp16), whose kernels the cap removes"
+    if why:
         raise PipelineError(
-            f"train.mixed_precision is 'mixed_bfloat16' on a CPU, but oneDNN is capped at {isa} "
-            "(ONEDNN_MAX_CPU_ISA, set by pipeline/__init__.py for reproducible numbers) and its "
-            "bfloat16 kernels need AVX-512: use mixed_precision 'float32' on a CPU (mixed "
-            "precision pays off on a GPU only), or run with ONEDNN_MAX_CPU_ISA=ALL (numbers then "
-            "depend on the CPU)"
+            f"train.mixed_precision is '{policy}' on a CPU, but oneDNN is capped at {isa} "
+            f"(ONEDNN_MAX_CPU_ISA, set by pipeline/__init__.py for reproducible numbers) and "
+            f"{why}: use mixed_precision 'float32' on a CPU (mixed precision pays off on a GPU "
+            "only), or run with ONEDNN_MAX_CPU_ISA=ALL (numbers then depend on the CPU)"
         )
 
 

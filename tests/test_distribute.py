@@ -232,6 +232,21 @@ def test_mirrored_strategy_on_one_device_runs_a_phase(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "live/metrics.json").read_text())["step"] == 2  # epochs 0..2
 
 
+def _float16_aborts_here() -> bool:
+    """This CPU has native float16 and oneDNN is capped: TensorFlow aborts on float16 convs."""
+    from pipeline.distribute import _cpu_flags
+
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    return "avx512_fp16" in _cpu_flags() and not isa.startswith(("AVX512", "AVX10", "ALL"))
+
+
+FLOAT16_IN_PROCESS = pytest.mark.skipif(
+    _float16_aborts_here(),
+    reason="native float16 CPU with oneDNN capped: run by the uncapped test below",
+)
+
+
+@FLOAT16_IN_PROCESS
 def test_mixed_precision_keeps_a_float32_softmax_and_loads_in_safe_mode(tmp_path):
     from pipeline.models import build_base, build_classifier, float32_copy, load_model
 
@@ -274,7 +289,14 @@ def test_bfloat16_on_a_capped_cpu_is_a_clear_error():
         check_cpu_precision("mixed_bfloat16", n_gpus=0, env={"ONEDNN_MAX_CPU_ISA": "AVX2"})
     check_cpu_precision("mixed_bfloat16", n_gpus=1, env={"ONEDNN_MAX_CPU_ISA": "AVX2"})
     check_cpu_precision("mixed_bfloat16", n_gpus=0, env={"ONEDNN_MAX_CPU_ISA": "ALL"})
-    check_cpu_precision("mixed_float16", n_gpus=0, env={"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    capped, fp16 = {"ONEDNN_MAX_CPU_ISA": "AVX2"}, {"avx2", "avx512f", "avx512_fp16"}
+    check_cpu_precision("mixed_float16", n_gpus=0, env=capped, cpu_flags={"avx2", "avx512f"})
+    with pytest.raises(PipelineError, match=r"'mixed_float16'.*avx512_fp16.*ISA=ALL"):
+        check_cpu_precision("mixed_float16", n_gpus=0, env=capped, cpu_flags=fp16)
+    check_cpu_precision(
+        "mixed_float16", n_gpus=0, env={"ONEDNN_MAX_CPU_ISA": "ALL"}, cpu_flags=fp16
+    )
+    check_cpu_precision("mixed_float16", n_gpus=1, env=capped, cpu_flags=fp16)
 
 
 def _has_avx512() -> bool:
@@ -299,6 +321,25 @@ def test_strategy_run_loop_trains_in_bfloat16_without_the_isa_cap():
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
+@pytest.mark.skipif(not _float16_aborts_here(), reason="only where float16 needs the cap lifted")
+def test_float16_tests_pass_without_the_isa_cap_on_a_native_float16_cpu():
+    """The float16 tests, in a process whose oneDNN is not capped (as the bfloat16 one)."""
+    env = os.environ | {"ONEDNN_MAX_CPU_ISA": "ALL"}
+    tests = [
+        f"{__file__}::test_strategy_run_loop_trains_in_mixed_precision",
+        f"{__file__}::test_mixed_precision_keeps_a_float32_softmax_and_loads_in_safe_mode",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0 and "2 passed" in proc.stdout, proc.stdout[-3000:]
+
+
+@FLOAT16_IN_PROCESS
 def test_strategy_run_loop_trains_in_mixed_precision(request: pytest.FixtureRequest):
     """mixed_float16 compiles a LossScaleOptimizer: the loop scales the loss and it unscales.
 
