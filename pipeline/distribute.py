@@ -127,16 +127,20 @@ def resolve_distribution(distribution: str, n_gpus: int) -> str:
     return distribution
 
 
-def _cpu_flags() -> set[str]:
-    """The CPU's feature flags (``/proc/cpuinfo``; empty where there is none)."""
+def cpuinfo(path: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
+    """The first processor's entries in ``/proc/cpuinfo`` (``vendor_id``, ``flags``, ...); empty
+    where there is no such file."""
     try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
+        text = path.read_text(errors="replace")
     except OSError:
-        return set()
+        return {}
+    out: dict[str, str] = {}
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
+        if not line.strip():
+            break  # the first processor's block ends
+        key, _, value = line.partition(":")
+        out.setdefault(key.strip(), value.strip())
+    return out
 
 
 def check_cpu_precision(
@@ -162,7 +166,7 @@ def check_cpu_precision(
     if policy == "mixed_bfloat16":
         why = "its bfloat16 kernels need AVX-512"
     elif policy == "mixed_float16" and "avx512_fp16" in (
-        _cpu_flags() if cpu_flags is None else cpu_flags
+        set(cpuinfo().get("flags", "").split()) if cpu_flags is None else cpu_flags
     ):
         why = "this CPU has native float16 (avx512_fp16), whose kernels the cap removes"
     if why:

@@ -85,6 +85,13 @@ def inference_fn(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
     return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
 
+def mirror_inference_fn(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
+    """:func:`inference_fn` of the mirror images: ``model`` on each image flipped left-right."""
+    return tf.function(
+        lambda x: model(tf.reverse(x, axis=[2]), training=False), reduce_retracing=True
+    )
+
+
 def extract_features(
     forward: Callable[[tf.Tensor], tf.Tensor],
     split: Split,
@@ -214,9 +221,7 @@ def _mirror_views(
 ) -> np.ndarray:
     """``(2, n, h, w, c)``: ``bottom``'s activations of the ``n`` train images and of their
     mirror images (``forward``: :func:`inference_fn` of ``bottom``)."""
-    mirrored = tf.function(
-        lambda x: bottom(tf.reverse(x, axis=[2]), training=False), reduce_retracing=True
-    )
+    mirrored = mirror_inference_fn(bottom)
     shape = tuple(int(d) for d in bottom.output.shape[1:])
     views = np.empty((len(train), 2, *shape), np.float32)  # image-major: one copy, no more
     views[:, 0] = extract_features(forward, train, image_size, batch_size)

@@ -89,6 +89,25 @@ def sample_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+PREPARED_SIZE = 40  # image size of the `prepared` fixture, px
+
+
+@pytest.fixture(scope="module")
+def prepared(sample_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project folder with ``split/`` (of the sample dataset) and ``prepared/`` at
+    :data:`PREPARED_SIZE` px, built by the split and prepare stages."""
+    from pipeline.stages.prepare import main as prepare_main
+    from pipeline.stages.split import main as split_main
+
+    root = tmp_path_factory.mktemp("prepared")
+    (root / "params.yaml").write_text(f"seed: 1\ndata:\n  image_size: {PREPARED_SIZE}\n")
+    split_main(["--params", str(root / "params.yaml"), "--data", str(sample_dataset),
+                "--out", str(root / "split"), "--leakage", str(root / "leakage.json")])  # fmt: skip
+    prepare_main(["--params", str(root / "params.yaml"), "--split", str(root / "split"),
+                  "--data", str(sample_dataset), "--out", str(root / "prepared")])  # fmt: skip
+    return root
+
+
 def _session_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The temporary folder of the whole test session, shared by its pytest-xdist workers."""
     base = tmp_path_factory.getbasetemp()

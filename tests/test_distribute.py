@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import keras
@@ -234,10 +233,13 @@ def test_mirrored_strategy_on_one_device_runs_a_phase(tmp_path, monkeypatch):
 
 def _float16_aborts_here() -> bool:
     """This CPU has native float16 and oneDNN is capped: TensorFlow aborts on float16 convs."""
-    from pipeline.distribute import _cpu_flags
+    from pipeline.distribute import check_cpu_precision
 
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
-    return "avx512_fp16" in _cpu_flags() and not isa.startswith(("AVX512", "AVX10", "ALL"))
+    try:
+        check_cpu_precision("mixed_float16", n_gpus=0)
+    except PipelineError:
+        return True
+    return False
 
 
 FLOAT16_IN_PROCESS = pytest.mark.skipif(
@@ -300,10 +302,9 @@ def test_bfloat16_on_a_capped_cpu_is_a_clear_error():
 
 
 def _has_avx512() -> bool:
-    try:
-        return " avx512f" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    from pipeline.distribute import cpuinfo
+
+    return "avx512f" in cpuinfo().get("flags", "").split()
 
 
 @pytest.mark.skipif(not _has_avx512(), reason="oneDNN's CPU bfloat16 kernels need AVX-512")

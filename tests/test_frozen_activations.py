@@ -21,23 +21,9 @@ from pipeline.models import (
 )
 from pipeline.params import AugmentationParams, FinetuneParams, parse_params
 from pipeline.utils import PipelineError, read_csv, read_json, seed_everything
+from tests.conftest import PREPARED_SIZE
 
-SIZE = 40
-
-
-@pytest.fixture(scope="module")
-def prepared(sample_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project folder with ``split/`` (of the sample dataset) and ``prepared/`` at 40 px."""
-    from pipeline.stages.prepare import main as prepare_main
-    from pipeline.stages.split import main as split_main
-
-    root = tmp_path_factory.mktemp("prepared")
-    (root / "params.yaml").write_text(f"seed: 1\ndata:\n  image_size: {SIZE}\n")
-    split_main(["--params", str(root / "params.yaml"), "--data", str(sample_dataset),
-                "--out", str(root / "split"), "--leakage", str(root / "leakage.json")])  # fmt: skip
-    prepare_main(["--params", str(root / "params.yaml"), "--split", str(root / "split"),
-                  "--data", str(sample_dataset), "--out", str(root / "prepared")])  # fmt: skip
-    return root
+SIZE = PREPARED_SIZE  # the `prepared` fixture's image size (tests/conftest.py)
 
 
 def _classifier(prepared: Path, architecture: str = "mobilenet_v2", unfreeze: int = 50):

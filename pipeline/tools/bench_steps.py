@@ -235,10 +235,14 @@ class _Steps:
         """Fine-tuning on the frozen activations computed once: the pass of the frozen bottom
         over the images (per view), then top epochs on the activations (with the flip on,
         each image's own and its mirror's, one drawn per epoch), against the same step."""
-        import tensorflow as tf
-
         from pipeline.models import compile_model
-        from pipeline.training import extract_features, feature_dataset, inference_fn, view_dataset
+        from pipeline.training import (
+            extract_features,
+            feature_dataset,
+            inference_fn,
+            mirror_inference_fn,
+            view_dataset,
+        )
 
         ready, size, n = self.ready, self.size, self.n
         mirror = bool(self.aug is not None and self.aug.flip)
@@ -249,7 +253,7 @@ class _Steps:
         self.results["activations_once"] = n / (time.perf_counter() - start)
         labels = np.asarray(ready.labels, np.int32)
         if mirror:
-            flipped = tf.function(lambda x: bottom(tf.reverse(x, axis=[2]), training=False))
+            flipped = mirror_inference_fn(bottom)
             ds = view_dataset(
                 np.stack([plain, extract_features(flipped, ready, size, b)]), labels, b, seed=1
             )

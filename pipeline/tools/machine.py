@@ -27,24 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import pipeline  # sets the pinned environment, which is part of the description
+from pipeline.distribute import cpuinfo
 from pipeline.utils import atomic_file
 
 OTHER_CPU = 3  # exit status of --same-as on another kind of CPU
-CPUINFO_KEYS = ("vendor_id", "model name", "cpu family", "model")
-
-
-def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
-    """The first processor's :data:`CPUINFO_KEYS` in ``/proc/cpuinfo`` (empty elsewhere)."""
-    if not path.is_file():
-        return {}
-    out: dict[str, str] = {}
-    for line in path.read_text(errors="replace").splitlines():
-        if not line.strip():
-            break  # the first processor's block ends
-        key, _, value = line.partition(":")
-        if key.strip() in CPUINFO_KEYS:
-            out[key.strip()] = value.strip()
-    return out
+CPUINFO_KEYS = ("vendor_id", "model name", "cpu family", "model")  # of /proc/cpuinfo
 
 
 def _caches(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> dict[str, str]:
@@ -66,7 +53,8 @@ def describe() -> dict[str, Any]:
     """What TensorFlow's CPU numbers depend on: the CPU model, its caches and the pins."""
     return {
         "machine": platform.machine(),
-        "cpu": _cpuinfo() or {"processor": platform.processor()},
+        "cpu": {k: v for k, v in cpuinfo().items() if k in CPUINFO_KEYS}
+        or {"processor": platform.processor()},
         "caches": _caches(),
         "pinned": {key: os.environ.get(key, "") for key in pipeline.REPRODUCIBLE_ENV},
     }
