@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.architectures import title
 from pipeline.balance import describe, weights_from_counts
-from pipeline.params import AugmentationParams, Params
+from pipeline.params import RESIZE_TEXT, AugmentationParams, Params, format_hw
 from pipeline.utils import (
     PipelineError,
     markdown_table,
@@ -232,8 +232,9 @@ def _limits(params: Params, metrics: dict, classes: list[str], weights_info: dic
         f"The test split has {n} images: the fine-tuned accuracy {ft['accuracy']:.4f} has a "
         f"95% confidence interval of about {low:.2f}–{high:.2f} (Wilson).",
         f"Weakest class on the test split: `{weakest}` (F1 {ft['per_class'][weakest]['f1']:.4f}).",
-        f"Inputs are resized to {size}×{size} px without keeping the aspect ratio (bilinear, "
-        "antialiased); small details of large images are lost.",
+        f"Inputs are resized to {format_hw(size)} px (height × width), "
+        f"{RESIZE_TEXT[params.data.resize]} (bilinear, antialiased); small details of large "
+        "images are lost.",
         "Performance on images from other sources (other cartoons, photos, other resolutions "
         "or compressions) was not measured.",
     ]
@@ -261,8 +262,16 @@ def _model_section(
         f"- Head: GlobalAveragePooling2D → Dropout {m.dropout} → "
         + (f"Dense {m.dense_units} relu → Dropout {m.dropout} → " if m.dense_units else "")
         + f"Dense {len(classes)} softmax.",
-        f"- Input: RGB image of any size, decoded and resized to {size}×{size} px (bilinear, "
-        "antialiased), float32 pixels in [0, 255]; the model rescales them itself.",
+        f"- Input: RGB image of any size, decoded and resized to {format_hw(size)} px (height × "
+        f"width; `data.resize: {params.data.resize}`: {RESIZE_TEXT[params.data.resize]}; "
+        "bilinear, antialiased), float32 pixels in [0, 255]; the model rescales them itself.",
+        "- Test-time augmentation (`evaluate.tta`): "
+        + (
+            "flip: the probabilities are the mean of the image's and its mirror image's, in "
+            "the evaluation, `predict` and the exported models."
+            if params.evaluate.tta == "flip"
+            else "none."
+        ),
         f"- Output: {len(classes)} class probabilities, in the order of the class table below.",
         f"- Training augmentation (train batches only, applied by the input pipeline; not part "
         f"of the saved model): {_augmentation_text(params.augmentation)}.",

@@ -1,11 +1,12 @@
 """Input pipelines: split manifests to batched ``tf.data`` datasets.
 
-A dataset yields ``(images, labels)``: float32 ``(batch, size, size, 3)`` pixels in ``[0, 255]``
+A dataset yields ``(images, labels)``: float32 ``(batch, height, width, 3)`` pixels in ``[0, 255]``
 (whole numbers, unless augmented) and int32 ``(batch,)`` class indices into ``classes.json``.
 
 Training and evaluation read the **prepared** images of the ``prepare`` stage
 (:mod:`pipeline.stages.prepare`): every image of the splits decoded and resized once to
-``data.image_size`` and stored as an uncompressed ``uint8`` ``(size, size, 3)`` ``.npy`` array, so
+``data.image_size`` as ``data.resize`` says and stored as an uncompressed ``uint8``
+``(height, width, 3)`` ``.npy`` array, so
 an epoch reads small, ready images (a file read and a copy) instead of decoding full-size
 frames. :func:`decode_image` is the one decoding path; the ``prepare`` stage and
 :mod:`pipeline.tools.predict` both use it, so prepared pixels and the pixels of a new image at
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from pipeline.params import AugmentationParams
+from pipeline.params import RESIZE_TEXT, AugmentationParams, format_hw, image_hw
 from pipeline.paths import PREPARED, RAW, SPLIT
 from pipeline.utils import PipelineError, read_csv, read_json
 
@@ -37,8 +38,9 @@ PREPARED_DIR = PREPARED
 PREPARED_INFO = "prepared.json"
 PREPARED_SUFFIX = ".npy"
 PREPARED_FORMAT = (
-    "one .npy per image: uint8 (size, size, 3), RGB, resized bilinear with antialiasing"
+    "one .npy per image: uint8 (height, width, 3), RGB, resized bilinear with antialiasing"
 )
+Size = int | tuple[int, int]  # a data.image_size: a square side or (height, width), pixels
 
 
 @dataclass(frozen=True)
@@ -98,12 +100,14 @@ def load_prepared(
     name: str,
     prepared_dir: str | Path = PREPARED_DIR,
     split_dir: str | Path = SPLIT,
-    image_size: int | None = None,
+    image_size: Size | None = None,
+    resize: str | None = None,
 ) -> Split:
-    """The split ``name`` as prepared images; checks they match the split and ``image_size``.
+    """The split ``name`` as prepared images; checks they match the split, ``image_size`` and
+    ``resize`` (when given).
 
     Raises :class:`PipelineError` saying which stage to run when ``prepared_dir`` is missing, was
-    made from another version of the split, or holds images of another size.
+    made from another version of the split, or holds images of another size or resize policy.
     """
     prepared_dir, split_dir = Path(prepared_dir), Path(split_dir)
     manifest, rows, classes = _manifest(name, split_dir)
@@ -111,10 +115,16 @@ def load_prepared(
     if not info_file.is_file():
         raise PipelineError(f"{info_file} not found: run the prepare stage (dvc repro prepare)")
     info = read_json(info_file)
-    if image_size is not None and info["image_size"] != image_size:
+    if image_size is not None and image_hw(info["image_size"]) != image_hw(image_size):
         raise PipelineError(
-            f"{prepared_dir} holds {info['image_size']} px images but {image_size} px are "
-            "needed: run the prepare stage for the current data.image_size (dvc repro prepare)"
+            f"{prepared_dir} holds {format_hw(info['image_size'])} px images but "
+            f"{format_hw(image_size)} px are needed: run the prepare stage for the current "
+            "data.image_size (dvc repro prepare)"
+        )
+    if resize is not None and info.get("resize", "squash") != resize:
+        raise PipelineError(
+            f"{prepared_dir} holds images resized by {info.get('resize', 'squash')!r}, but "
+            f"data.resize is {resize!r}: run the prepare stage again (dvc repro prepare)"
         )
     if info["splits"].get(name, {}).get("sha256") != manifest_digest(manifest):
         raise PipelineError(
@@ -131,29 +141,56 @@ def load_prepared(
     )
 
 
-def decode_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Read an image file into float32 ``(size, size, 3)`` whole-number pixels in ``[0, 255]``.
+def resize_image(img: tf.Tensor, image_size: Size, resize: str = "squash") -> tf.Tensor:
+    """Resize ``(h, w, 3)`` pixels to ``image_size`` as the policy ``resize`` says.
 
-    RGB, resized (bilinear, antialiased) to a square, rounded: exactly the values that
-    :func:`prepare_image` stores as ``uint8``.
+    ``squash``: to ``(height, width)`` directly. ``pad``: scaled by the largest factor that
+    fits the image inside, then centred on black. ``crop``: scaled by the smallest factor that
+    covers the output, then its centre cut out. Bilinear with antialiasing (every policy), then
+    rounded: float32 whole-number pixels in ``[0, 255]``, ``(height, width, 3)``.
     """
+    height, width = image_hw(image_size)
+    if resize not in RESIZE_TEXT:
+        raise ValueError(f"resize must be one of {tuple(RESIZE_TEXT)}, got {resize!r}")
+    if resize == "squash":
+        img = tf.image.resize(img, (height, width), method="bilinear", antialias=True)
+        return tf.clip_by_value(tf.round(img), 0.0, 255.0)
+    shape = tf.cast(tf.shape(img)[:2], tf.float64)
+    ratios = tf.constant([height, width], tf.float64) / shape
+    scale = tf.reduce_min(ratios) if resize == "pad" else tf.reduce_max(ratios)
+    target = tf.cast(tf.round(shape * scale), tf.int32)
+    if resize == "pad":  # round-off never overshoots the output, never below 1 pixel
+        new = tf.clip_by_value(target, 1, tf.constant([height, width]))
+    else:
+        new = tf.maximum(target, tf.constant([height, width]))
+    img = tf.image.resize(img, new, method="bilinear", antialias=True)
+    img = tf.clip_by_value(tf.round(img), 0.0, 255.0)
+    # centred: the extra row or column of an odd difference goes to the bottom / right
+    return tf.image.resize_with_crop_or_pad(img, height, width)
+
+
+def decode_image(path: tf.Tensor, image_size: Size, resize: str = "squash") -> tf.Tensor:
+    """Read an image file into float32 ``(height, width, 3)`` whole-number pixels in
+    ``[0, 255]``: RGB, :func:`resize_image` by ``resize``, exactly the values that
+    :func:`prepare_image` stores as ``uint8``."""
     raw = tf.io.read_file(path)
     img = tf.io.decode_image(raw, channels=3, expand_animations=False)
-    img = tf.image.resize(img, (image_size, image_size), method="bilinear", antialias=True)
-    return tf.clip_by_value(tf.round(img), 0.0, 255.0)
+    return resize_image(img, image_size, resize)
 
 
-def prepare_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    """:func:`decode_image` as uint8 ``(size, size, 3)``: what the prepare stage stores."""
-    return tf.cast(decode_image(path, image_size), tf.uint8)
+def prepare_image(path: tf.Tensor, image_size: Size, resize: str = "squash") -> tf.Tensor:
+    """:func:`decode_image` as uint8 ``(height, width, 3)``: what the prepare stage stores."""
+    return tf.cast(decode_image(path, image_size, resize), tf.uint8)
 
 
-def prepare_images(paths: list[str], names: list[str], out: Path, image_size: int) -> None:
+def prepare_images(
+    paths: list[str], names: list[str], out: Path, image_size: Size, resize: str = "squash"
+) -> None:
     """Decode ``paths`` in parallel and save each as ``<out>/<name>.npy``, in order."""
     ds = (
         tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
         .map(
-            lambda p: prepare_image(p, image_size),
+            lambda p: prepare_image(p, image_size, resize),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
@@ -173,15 +210,16 @@ def prepare_images(paths: list[str], names: list[str], out: Path, image_size: in
         ) from None
 
 
-def read_prepared(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Read a prepared ``.npy`` file into its uint8 ``(size, size, 3)`` pixels.
+def read_prepared(path: tf.Tensor, image_size: Size) -> tf.Tensor:
+    """Read a prepared ``.npy`` file into its uint8 ``(height, width, 3)`` pixels.
 
-    The array is the file's last ``size * size * 3`` bytes (after the ``.npy`` header).
+    The array is the file's last ``height * width * 3`` bytes (after the ``.npy`` header).
     """
+    height, width = image_hw(image_size)
     raw = tf.io.read_file(path)
-    n = image_size * image_size * 3
+    n = height * width * 3
     pixels = tf.io.decode_raw(tf.strings.substr(raw, tf.strings.length(raw) - n, n), tf.uint8)
-    return tf.reshape(pixels, (image_size, image_size, 3))
+    return tf.reshape(pixels, (height, width, 3))
 
 
 # Columns of the per-image uniform draws in [0, 1) that :func:`augment_batch` uses.
@@ -271,25 +309,28 @@ def augment_images(images: tf.Tensor, cfg: AugmentationParams, draws: tf.Tensor)
 
 def make_dataset(
     split: Split,
-    image_size: int,
+    image_size: Size,
     batch_size: int,
     *,
     shuffle: bool = False,
     seed: int = 0,
     augment: AugmentationParams | None = None,
+    resize: str = "squash",
 ) -> tf.data.Dataset:
     """Batched ``(images, labels)`` dataset for ``split``; reshuffled each epoch if ``shuffle``.
 
-    Reads prepared arrays when ``split.prepared``, else decodes the image files. Only file
+    Reads prepared arrays when ``split.prepared``, else decodes the image files (resized by
+    ``resize``, :func:`resize_image`). Only file
     names are shuffled, so memory holds the prefetched batches, not the dataset. With
     ``augment`` (enabled), every batch is augmented by :func:`augment_batch` in a parallel map,
     with random draws that depend on ``seed`` and differ from epoch to epoch (deterministically:
     the same seed gives the same epochs).
     """
-    read = read_prepared if split.prepared else decode_image
 
     def load(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return read(path, image_size), label
+        if split.prepared:
+            return read_prepared(path, image_size), label
+        return decode_image(path, image_size, resize), label
 
     def augmented(batch: tuple[tf.Tensor, tf.Tensor], seed_: tf.Tensor) -> tuple:
         return augment_batch(batch[0], augment, seed_), batch[1]

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from pipeline.architectures import backbone
-from pipeline.params import Params, base_layer_count
+from pipeline.params import Params, base_layer_count, format_hw
 
 VERDICTS = ("underfitting", "overfitting", "good fit", "inconclusive")
 PHASE_TITLES = {"transfer": "Transfer learning", "finetune": "Fine-tuning"}
@@ -384,7 +384,9 @@ def _underfitting(
         )
         if m.alpha < max(backbone(m.architecture).alphas):
             out.append(f"raise `model.alpha` (now {m.alpha:g}) for a wider base")
-    out.append(f"raise `data.image_size` (now {params.data.image_size}) to keep more detail")
+    out.append(
+        f"raise `data.image_size` (now {format_hw(params.data.image_size)}) to keep more detail"
+    )
     return tuple(out)
 
 

@@ -48,19 +48,51 @@ def baseline_metrics(probe: dict) -> dict:
     }
 
 
-def evaluate_model(model: Any, test: Any, val: Any) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Metrics of ``model`` on the ``test`` split (with val accuracy and macro F1 on ``val``),
-    its confusion matrix and its test probabilities."""
-    from pipeline.data import make_dataset
+def predict_proba(model: Any, split: Any, flip: bool = False) -> dict[str, np.ndarray]:
+    """``model``'s ``(n, n_classes)`` probabilities for ``split``'s images: ``{"none": ...}``,
+    and with ``flip`` also ``{"flip": ...}``, the mean with those of the mirror images (what
+    :func:`pipeline.models.with_tta` computes in one graph)."""
+    import tensorflow as tf
 
-    size = int(model.input_shape[1])
-    proba = model.predict(make_dataset(test, size, 64), verbose=0)
-    metrics, matrix = classification_metrics(np.asarray(test.labels), proba, test.classes)
-    on_val, _ = classification_metrics(
-        np.asarray(val.labels), model.predict(make_dataset(val, size, 64), verbose=0), val.classes
+    from pipeline.data import make_dataset
+    from pipeline.models import input_hw
+
+    ds = make_dataset(split, input_hw(model), 64)
+    plain = model.predict(ds, verbose=0)
+    if not flip:
+        return {"none": plain}
+    mirrored = model.predict(ds.map(lambda x, y: (tf.reverse(x, axis=[2]), y)), verbose=0)
+    return {"none": plain, "flip": (plain + mirrored) / 2}
+
+
+def evaluate_model(
+    model: Any, test: Any, val: Any, tta: str = "none", both: bool = False
+) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Metrics of ``model`` on the ``test`` split (with val accuracy and macro F1 on ``val``),
+    its confusion matrix and its test probabilities, with test-time augmentation ``tta``.
+
+    ``both``: also score the other ``tta`` (``none`` and ``flip``); their accuracy and macro F1
+    on test and val go to the metrics' ``tta`` section.
+    """
+    flip = tta == "flip" or both
+    on_test, on_val = predict_proba(model, test, flip), predict_proba(model, val, flip)
+    scores = {}
+    for way in on_test:
+        t, _ = classification_metrics(np.asarray(test.labels), on_test[way], test.classes)
+        v, _ = classification_metrics(np.asarray(val.labels), on_val[way], val.classes)
+        scores[way] = {
+            "accuracy": t["accuracy"],
+            "macro_f1": t["macro_f1"],
+            "val_accuracy": v["accuracy"],
+            "val_macro_f1": v["macro_f1"],
+        }
+    metrics, matrix = classification_metrics(np.asarray(test.labels), on_test[tta], test.classes)
+    metrics.update(
+        val_accuracy=scores[tta]["val_accuracy"], val_macro_f1=scores[tta]["val_macro_f1"]
     )
-    metrics.update(val_accuracy=on_val["accuracy"], val_macro_f1=on_val["macro_f1"])
-    return metrics, matrix, proba
+    if both:
+        metrics["tta"] = scores
+    return metrics, matrix, on_test[tta]
 
 
 def confusion_rows(test: Any, proba: np.ndarray) -> list[list[str]]:

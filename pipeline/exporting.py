@@ -1,8 +1,9 @@
 """Exporting a classifier as a TensorFlow SavedModel and a TFLite file, and checking the copies.
 
 :func:`export_saved_model` writes a byte-reproducible SavedModel; :func:`write_exports` writes
-both formats and ``classes.json`` and runs every test image through each export one at a time
-(:func:`per_image`), :func:`check_exports` compares their probabilities with the Keras model's.
+both formats and ``classes.json`` and runs every test image through each export in batches
+(:func:`batched`), :func:`check_exports` compares their probabilities with the Keras model's, and
+:func:`per_image` times single-image calls on a sample.
 The ``export`` stage (:mod:`pipeline.stages.export`) runs them and writes the report.
 """
 
@@ -18,7 +19,9 @@ import numpy as np
 
 from pipeline.utils import PipelineError, write_json
 
-Predictor = Callable[[np.ndarray], np.ndarray]  # (1, size, size, 3) pixels -> (1, n_classes)
+Predictor = Callable[[np.ndarray], np.ndarray]  # (n, height, width, 3) pixels -> (n, n_classes)
+BATCH = 64  # images per call of the parity check
+LATENCY_SAMPLE = 32  # images timed one at a time
 
 
 def dir_size(path: Path) -> int:
@@ -59,20 +62,28 @@ def tflite_predictor(path: Path) -> Predictor:
     return predict
 
 
-def per_image(predict: Predictor, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``images`` (``(n, size, size, 3)``, as float32) one at a time after a warm-up call.
+def batched(predict: Predictor, images: np.ndarray, batch: int = BATCH) -> np.ndarray:
+    """``predict`` over ``images`` (``(n, height, width, 3)``, as float32) in batches:
+    ``(n, n_classes)``."""
+    return np.concatenate(
+        [
+            np.asarray(predict(images[i : i + batch].astype(np.float32)))
+            for i in range(0, len(images), batch)
+        ]
+    )
 
-    Returns the probabilities ``(n, n_classes)`` and each call's wall time ``(n,)`` in ms.
-    """
+
+def per_image(predict: Predictor, images: np.ndarray, n: int = LATENCY_SAMPLE) -> np.ndarray:
+    """Wall time (ms) of ``predict`` on each of the first ``n`` ``images``, one at a time,
+    after a warm-up call: ``(min(n, len(images)),)``."""
     predict(images[:1].astype(np.float32))
-    proba, ms = [], []
-    for i in range(len(images)):
+    ms = []
+    for i in range(min(n, len(images))):
         x = images[i : i + 1].astype(np.float32)
         start = time.perf_counter()
-        p = predict(x)
+        predict(x)
         ms.append((time.perf_counter() - start) * 1000)
-        proba.append(np.asarray(p)[0])
-    return np.stack(proba), np.asarray(ms)
+    return np.asarray(ms)
 
 
 def compare(reference: np.ndarray, proba: np.ndarray) -> dict:
@@ -179,8 +190,8 @@ def write_exports(
     tolerance: float,
 ) -> tuple[dict, dict, dict]:
     """Write every format of :data:`EXPORT_FILES` and ``classes.json`` into ``out``; run
-    ``images`` through each. Returns, per format, the checks (:func:`check_exports`), the
-    per-image latencies (ms) and the size in bytes."""
+    ``images`` through each in batches. Returns, per format, the checks (:func:`check_exports`),
+    the single-image latencies of a sample (ms, :func:`per_image`) and the size in bytes."""
     import tensorflow as tf
 
     files = EXPORT_FILES
@@ -191,7 +202,8 @@ def write_exports(
     outputs, times = {}, {}
     loaders = {"saved_model": saved_model_predictor, "tflite": tflite_predictor}
     for name, load in loaders.items():
-        outputs[name], times[name] = per_image(load(out / files[name]), images)
+        predict = load(out / files[name])
+        outputs[name], times[name] = batched(predict, images), per_image(predict, images)
     checks = check_exports(reference, outputs, tolerance)
     sizes = {name: dir_size(out / f) for name, f in files.items()}
     return checks, times, sizes

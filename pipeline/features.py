@@ -45,7 +45,8 @@ def spec(params: Params, weights: str | Path, split_dir: str | Path = paths.SPLI
     return {
         "architecture": m.architecture,
         "alpha": m.alpha,
-        "image_size": params.data.image_size,
+        "image_size": list(params.data.hw),
+        "resize": params.data.resize,
         "weights_sha256": file_digest(weights),
         "splits": {s: manifest_digest(Path(split_dir) / f"{s}.csv") for s in SPLITS},
     }

@@ -42,7 +42,7 @@ import tensorflow as tf
 from keras import layers
 
 from pipeline.architectures import KERAS_HUB, backbone
-from pipeline.params import Params
+from pipeline.params import Params, image_hw
 
 BASE_NAME = "base"
 # The dataset of models/base.weights.h5 that holds a KerasHub base's config (JSON, UTF-8 bytes).
@@ -199,13 +199,16 @@ def read_keras_hub_base(weights: str | Path) -> KerasHubBase:
     return KerasHubBase(spec["config"], spec["scale"], spec["offset"])
 
 
-def _keras_hub_base(spec: KerasHubBase, image_size: int | None, weights: Path) -> keras.Model:
+def _keras_hub_base(
+    spec: KerasHubBase, image_size: int | tuple[int, int] | None, weights: Path
+) -> keras.Model:
     config = dict(spec.config)
     shape_keys = [k for k in ("image_shape", "input_shape") if k in config["config"]][:1]
+    shape = (None, None, 3) if image_size is None else (*image_hw(image_size), 3)
     config["config"] = {
         **config["config"],
         "name": BASE_NAME,
-        **{key: (image_size, image_size, 3) for key in shape_keys},
+        **{key: shape for key in shape_keys},
     }
     base = keras.saving.deserialize_keras_object(config, safe_mode=True)
     base.load_weights(weights)
@@ -215,12 +218,13 @@ def _keras_hub_base(spec: KerasHubBase, image_size: int | None, weights: Path) -
 def build_base(
     architecture: str,
     alpha: float,
-    image_size: int | None,
+    image_size: int | tuple[int, int] | None,
     weights: str | Path | None = None,
 ) -> keras.Model:
     """Build the headless base, named ``"base"``.
 
-    ``image_size=None`` builds a size-agnostic base (its weights load at any input size).
+    ``image_size``: a square side or ``(height, width)``, pixels; ``None`` builds a size-agnostic
+    base (its weights load at any input size).
     ``weights`` is ``None`` (random), ``"imagenet"`` (downloaded by Keras) or a weights file.
     For ``architecture="keras_hub"`` it must be the weights file :func:`save_base` wrote, which
     also says what to build (``alpha`` is not used).
@@ -237,9 +241,9 @@ def build_base(
     kwargs = dict(arch.kwargs)
     if arch.uses_alpha:
         kwargs["alpha"] = alpha
-    side = image_size
+    height, width = (None, None) if image_size is None else image_hw(image_size)
     base = getattr(keras.applications, arch.constructor)(
-        input_shape=(side, side, 3),
+        input_shape=(height, width, 3),
         include_top=False,
         weights=str(weights) if isinstance(weights, Path) else weights,
         **kwargs,
@@ -298,7 +302,7 @@ def preprocessing(architecture: str, weights: str | Path | None = None) -> keras
 def build_classifier(
     base: keras.Model,
     architecture: str,
-    image_size: int,
+    image_size: int | tuple[int, int],
     n_classes: int,
     *,
     seed: int,
@@ -315,7 +319,7 @@ def build_classifier(
     ``seed`` seeds the dropout masks.
     """
     base.trainable = False
-    inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
+    inputs = keras.Input(shape=(*image_hw(image_size), 3), name="image")
     x = (preprocess if preprocess is not None else preprocessing(architecture))(inputs)
     x = base(x, training=False)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
@@ -343,6 +347,29 @@ def classifier_from_params(
         dropout=m.dropout,
         preprocess=preprocessing(m.architecture, weights) if m.architecture == KERAS_HUB else None,
     )
+
+
+def input_hw(model: keras.Model) -> tuple[int, int]:
+    """The ``(height, width)`` of a classifier's input images, pixels."""
+    height, width = model.input_shape[1:3]
+    return int(height), int(width)
+
+
+def with_tta(model: keras.Model, tta: str) -> keras.Model:
+    """``model`` itself for ``tta="none"``; for ``"flip"``, a model whose output is the mean of
+    ``model``'s probabilities for each image and for its mirror image (``evaluate.tta``).
+
+    Stock layers and ops only (no ``Lambda``), so the flip averaging is part of the exported
+    graph: ``(batch, height, width, 3)`` pixels in, ``(batch, n_classes)`` probabilities out.
+    """
+    if tta == "none":
+        return model
+    if tta != "flip":
+        raise ValueError(f"tta must be 'none' or 'flip', got {tta!r}")
+    inputs = keras.Input(shape=model.input_shape[1:], name="image")
+    mirrored = keras.ops.flip(inputs, axis=2)  # (batch, height, width, 3): width is axis 2
+    outputs = layers.Average(name="flip_average", dtype="float32")([model(inputs), model(mirrored)])
+    return keras.Model(inputs, outputs, name=f"{model.name}_flip")
 
 
 def get_base(model: keras.Model) -> keras.Model:

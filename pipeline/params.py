@@ -49,6 +49,32 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+# Sides of data.image_size, pixels: keras.applications' MobileNets and EfficientNet refuse
+# inputs below 32 px.
+MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 32, 2048
+
+
+# How each data.resize policy gets an image to data.image_size (model card).
+RESIZE_TEXT = {
+    "squash": "stretched to it without keeping the aspect ratio",
+    "pad": "scaled to fit inside it, aspect ratio kept, centred on black (letterboxed)",
+    "crop": "scaled to cover it, aspect ratio kept, its centre cut out",
+}
+
+
+def image_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """A ``data.image_size`` (a square side or ``(height, width)``) as ``(height, width)``."""
+    if isinstance(size, int):
+        return size, size
+    height, width = size
+    return int(height), int(width)
+
+
+def format_hw(size: int | tuple[int, int] | list[int]) -> str:
+    """``160×288`` for a ``data.image_size`` (``160×160`` for a side of 160)."""
+    return "×".join(map(str, image_hw(size)))
+
+
 class SampleDataParams(_Section):
     """The generated offline dataset (``data.source: sample``)."""
 
@@ -74,7 +100,17 @@ class KaggleDataParams(_Section):
 class DataParams(_Section):
     source: Literal["sample", "local", "kaggle"] = "sample"
     path: str = Field("", description="local: folder that holds one sub-folder per class")
-    image_size: int = Field(96, ge=32, le=1024, description="square input side, pixels")
+    image_size: int | tuple[int, int] = Field(
+        96,
+        description="model input, pixels: a square side, or [height, width] (e.g. [160, 288] "
+        "keeps a 16:9 frame's shape)",
+    )
+    resize: Literal["squash", "pad", "crop"] = Field(
+        "squash",
+        description="how an image of another shape gets to image_size: squash (stretch to it), "
+        "pad (keep the aspect ratio, scale to fit inside, centre on black) or crop (keep the "
+        "aspect ratio, scale to cover it, cut the centre)",
+    )
     min_image_side: int = Field(
         16, ge=1, le=4096, description="images with a shorter side are skipped, pixels"
     )
@@ -86,6 +122,32 @@ class DataParams(_Section):
     )
     sample: SampleDataParams = SampleDataParams()
     kaggle: KaggleDataParams = KaggleDataParams()
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _side_or_pair(cls, value: object) -> object:
+        """A whole number, or a list of two: ``[height, width]``; each side 32..2048."""
+        sides = list(value) if isinstance(value, list | tuple) else [value]
+        if len(sides) not in (1, 2) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in sides
+        ):
+            raise PydanticCustomError(
+                "image_size",
+                "expected a side in pixels (e.g. 160) or [height, width] (e.g. [160, 288])",
+            )
+        if not all(MIN_IMAGE_SIDE <= v <= MAX_IMAGE_SIDE for v in sides):
+            raise PydanticCustomError(
+                "image_size",
+                "each side must be {low}..{high} pixels (the smallest input the architectures "
+                "take is {low})",
+                {"low": MIN_IMAGE_SIDE, "high": MAX_IMAGE_SIDE},
+            )
+        return sides[0] if len(sides) == 1 else tuple(sides)
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """``image_size`` as ``(height, width)``, pixels."""
+        return image_hw(self.image_size)
 
     @model_validator(mode="after")
     def _path_for_local(self) -> DataParams:
@@ -450,6 +512,16 @@ class DiagnosisParams(_Section):
         return self
 
 
+class EvaluateParams(_Section):
+    """How the trained model predicts: in ``evaluate``, ``predict`` and the exports."""
+
+    tta: Literal["none", "flip"] = Field(
+        "none",
+        description="test-time augmentation: none, or flip (the mean of the probabilities of "
+        "the image and of its mirror image); the evaluate stage reports the metrics both ways",
+    )
+
+
 class ExportParams(_Section):
     """The ``export`` stage: SavedModel and TFLite copies of the fine-tuned model."""
 
@@ -480,6 +552,7 @@ class Params(_Section):
     finetune: FinetuneParams = FinetuneParams()
     train: TrainParams = TrainParams()
     diagnosis: DiagnosisParams = DiagnosisParams()
+    evaluate: EvaluateParams = EvaluateParams()
     export: ExportParams = ExportParams()
 
     @model_validator(mode="after")
@@ -641,7 +714,7 @@ def main(argv: list[str] | None = None) -> int:
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(yaml.safe_dump(params.model_dump(), sort_keys=False), end="")
+    print(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False), end="")
     return 0
 
 

@@ -24,8 +24,12 @@ def _merge(base: dict, overrides: dict) -> dict:
     return out
 
 
+TINY_HEIGHT, TINY_WIDTH = 32, 56  # the tiny runs' data.image_size, px
+
+
 def tiny_params_dict(**overrides: object) -> dict:
-    """The repo's params.yaml with tiny values (32 px, a few epochs, 12 images per class).
+    """The repo's params.yaml with tiny values (32x56 px, padded; a few epochs; 12 images per
+    class; flip averaging at test time).
 
     Every key of params.yaml stays present, as DVC requires for the params each stage lists.
     ``overrides`` are merged section by section, e.g. ``data={"source": "local"}``.
@@ -35,7 +39,9 @@ def tiny_params_dict(**overrides: object) -> dict:
         "data": {
             # offline sources, whatever params.yaml holds (a retraining run commits kaggle)
             "source": "sample",
-            "image_size": 32,
+            # wide input, aspect ratio kept: every stage and tool runs on non-square images
+            "image_size": [TINY_HEIGHT, TINY_WIDTH],
+            "resize": "pad",
             "sample": {"images_per_class": 12, "min_side": 40, "max_side": 72},
         },
         # the real profiles' fractions: the demo's large test split (0.35) would leave the
@@ -65,6 +71,7 @@ def tiny_params_dict(**overrides: object) -> dict:
             "unfreeze_layers": 10,
             "patience": 2,
         },
+        "evaluate": {"tta": "flip"},
     }
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     return _merge(_merge(base, tiny), overrides)

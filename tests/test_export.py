@@ -15,7 +15,7 @@ import pytest
 from pipeline import exporting
 from pipeline.stages import export
 from pipeline.utils import PipelineError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY_HEIGHT, TINY_WIDTH
 
 
 def _probs(n: int = 20, k: int = 4, seed: int = 0) -> np.ndarray:
@@ -66,8 +66,8 @@ def test_export_outputs_and_report(trained_repo: Path):
     classes = json.loads((trained_repo / "data/split/classes.json").read_text())
     assert json.loads((out / "classes.json").read_text()) == classes
     report = json.loads((trained_repo / "reports/export.json").read_text())
-    assert report["test_images"] == 4 and report["image_size"] == 32
-    assert report["tolerance"] == 1e-4
+    assert report["test_images"] == 4 and report["image_size"] == [TINY_HEIGHT, TINY_WIDTH]
+    assert report["tolerance"] == 1e-4 and report["resize"] == "pad" and report["tta"] == "flip"
     assert (
         report["keras"]["size_bytes"]
         == (trained_repo / "models/finetune/model.keras").stat().st_size
@@ -116,7 +116,9 @@ def test_saved_model_export_is_byte_reproducible(tmp_path: Path):
 
 @pytest.mark.slow
 def test_exports_reproduce_keras_predictions(trained_repo: Path):
-    """Checked here independently of the stage: batched, straight through the TF APIs."""
+    """Checked here independently of the stage: batched, straight through the TF APIs, on the
+    original files padded to the tiny run's wide input; the exports average each image with its
+    mirror in their own graph (``evaluate.tta: flip``)."""
     import tensorflow as tf
 
     from pipeline.data import load_split, make_dataset
@@ -124,10 +126,15 @@ def test_exports_reproduce_keras_predictions(trained_repo: Path):
 
     test = load_split("test", trained_repo / "data/split", trained_repo / "data/raw")
     model = load_model(trained_repo / "models/finetune/model.keras")
-    images = np.concatenate([x for x, _ in make_dataset(test, 32, 8).as_numpy_iterator()])
-    reference = model.predict(images, verbose=0)
+    ds = make_dataset(test, (TINY_HEIGHT, TINY_WIDTH), 8, resize="pad")
+    images = np.concatenate([x for x, _ in ds.as_numpy_iterator()])
+    plain = model.predict(images, verbose=0)
+    reference = (plain + model.predict(images[:, :, ::-1], verbose=0)) / 2
+    assert np.abs(plain - reference).max() > 1e-6  # the mirror images change the answer
 
     saved = tf.saved_model.load(str(trained_repo / "models/export/saved_model"))
+    signature = saved.signatures["serving_default"].structured_input_signature[1]
+    assert [tuple(s.shape) for s in signature.values()] == [(None, TINY_HEIGHT, TINY_WIDTH, 3)]
     from_saved = saved.serve(tf.constant(images)).numpy()
 
     with warnings.catch_warnings():  # tf.lite.Interpreter announces its move to ai_edge_litert

@@ -15,6 +15,7 @@ from pipeline.models import (
     get_base,
     load_model,
     unfreeze_last,
+    with_tta,
 )
 
 
@@ -96,6 +97,31 @@ def test_classifier_holds_no_random_layer():
     assert not {k for k in kinds if k.startswith("Random")}
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     np.testing.assert_array_equal(model(x, training=False), model(x, training=False))
+
+
+def test_flip_averaging_is_the_mean_with_the_mirror_image_in_one_graph():
+    """``evaluate.tta: flip`` (:func:`with_tta`) on a wide input: stock layers, no Lambda."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((32, 56, 3)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.Flatten(),
+            keras.layers.Dense(4, activation="softmax"),
+        ]
+    )
+    x = np.random.default_rng(0).uniform(0, 255, (3, 32, 56, 3)).astype("float32")
+    assert with_tta(model, "none") is model
+    tta = with_tta(model, "flip")
+    assert tta.input_shape == model.input_shape == (None, 32, 56, 3)
+    kinds = {type(layer).__name__ for layer in tta._flatten_layers()}
+    assert "Lambda" not in kinds and "Average" in kinds
+    plain, mirrored = model.predict(x, verbose=0), model.predict(x[:, :, ::-1], verbose=0)
+    assert np.abs(plain - mirrored).max() > 1e-4
+    np.testing.assert_allclose(tta.predict(x, verbose=0), (plain + mirrored) / 2, atol=1e-6)
+    with pytest.raises(ValueError, match="tta must be"):
+        with_tta(model, "rotate")
 
 
 def test_save_load_roundtrip_in_safe_mode(tmp_path):

@@ -41,6 +41,12 @@ def test_defaults_and_repo_params_are_valid():
         ({"split": {"train": 0.6, "val": 0.2, "test": 0.1}}, "must be 1"),
         ({"data": {"image_size": 16}}, "data.image_size = 16"),
         ({"data": {"image_size": "96"}}, "data.image_size = '96'"),
+        ({"data": {"image_size": "[160, 288]"}}, "or [height, width]"),
+        ({"data": {"image_size": [160, 288, 3]}}, "data.image_size = [160, 288, 3]: expected"),
+        ({"data": {"image_size": [160, 16]}}, "data.image_size = [160, 16]: each side"),
+        ({"data": {"image_size": [160.0, 288]}}, "data.image_size = [160.0, 288]"),
+        ({"data": {"resize": "stretch"}}, "data.resize = 'stretch'"),
+        ({"evaluate": {"tta": "flips"}}, "evaluate.tta = 'flips'"),
         ({"data": {"source": "local"}}, "data.path is empty"),
         ({"data": {"source": "ftp"}}, "data.source = 'ftp'"),
         ({"model": {"architecture": "resnet9"}}, "model.architecture = 'resnet9'"),
@@ -77,6 +83,13 @@ def test_invalid_values_are_refused_with_the_key(raw, expected):
     with pytest.raises(ParamsError) as info:
         parse_params(raw)
     assert expected in str(info.value)
+
+
+def test_image_size_is_a_side_or_height_and_width():
+    assert parse_params({"data": {"image_size": 160}}).data.hw == (160, 160)
+    wide = parse_params({"data": {"image_size": [160, 288], "resize": "pad"}})
+    assert wide.data.image_size == (160, 288) and wide.data.hw == (160, 288)
+    assert wide.model_dump(mode="json")["data"]["image_size"] == [160, 288]
 
 
 def test_every_problem_is_listed():
@@ -168,6 +181,12 @@ def test_cli_checks_a_file(tmp_path, capsys):
     good.write_text("seed: 3\n")
     assert main([str(good)]) == 0
     assert "seed: 3" in capsys.readouterr().out
+    good.write_text("data:\n  image_size: [64, 112]\n")
+    assert main([str(good)]) == 0
+    assert "image_size:\n  - 64\n  - 112\n" in capsys.readouterr().out
+    good.write_text("data:\n  image_size: [64, 112, 3]\n")
+    assert main([str(good)]) == 2
+    assert "data.image_size = [64, 112, 3]: expected" in capsys.readouterr().err
     good.write_text("seed: 3\nsplit:\n  train: 0.9\n")
     assert main([str(good)]) == 2
     assert "must be 1" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 from pipeline.synthetic import SCENE_CLASSES
-from tests.conftest import ROOT, tiny_params_dict
+from tests.conftest import ROOT, TINY_HEIGHT, TINY_WIDTH, tiny_params_dict
 from tests.e2e import make_repo, run, stages_run
 
 pytestmark = pytest.mark.slow
@@ -50,10 +50,10 @@ def test_outputs(repo: Path):
         "classes.json",
     }
     prepared = json.loads((repo / "data/prepared/prepared.json").read_text())
-    assert prepared["image_size"] == 32
+    assert prepared["image_size"] == [TINY_HEIGHT, TINY_WIDTH] and prepared["resize"] == "pad"
     arrays = sorted((repo / "data/prepared").rglob("*.npy"))
     assert len(arrays) == sum(s["images"] for s in prepared["splits"].values()) == 48
-    assert np.load(arrays[0]).shape == (32, 32, 3)
+    assert np.load(arrays[0]).shape == (TINY_HEIGHT, TINY_WIDTH, 3)
     state = json.loads((repo / "models/transfer/state.json").read_text())
     assert state["base_features"] == "every_epoch"  # tiny params keep augmentation on
     metrics = json.loads((repo / "reports/metrics.json").read_text())
@@ -110,10 +110,12 @@ def test_models_load_in_safe_mode_and_reproduce_predictions(repo: Path):
     import keras
 
     from pipeline.data import load_split, make_dataset
+    from pipeline.models import with_tta
 
     model = keras.saving.load_model(repo / "models/finetune/model.keras", safe_mode=True)
     test = load_split("test", repo / "data/split", repo / "data/raw")
-    proba = model.predict(make_dataset(test, 32, 8), verbose=0)
+    ds = make_dataset(test, (TINY_HEIGHT, TINY_WIDTH), 8, resize="pad")
+    proba = with_tta(model, "flip").predict(ds, verbose=0)
     rows = (repo / "reports/predictions.csv").read_text().splitlines()[1:]
     assert [r.split(",")[4] for r in rows] == [test.classes[i] for i in proba.argmax(1)]
 

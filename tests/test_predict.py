@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -125,6 +126,43 @@ def test_predict_files_decodes_like_the_pipeline(tiny_model: Path, sample_datase
     assert "Unknown image file format" in errors["notes.jpg"]
     assert errors["empty.png"] and errors["missing.jpg"] == "no such file or folder"
     assert all(not r.top_k for r in results[len(good) :])
+
+
+@pytest.mark.parametrize("resize", ["squash", "pad", "crop"])
+def test_wide_model_answers_a_video_frame_and_a_portrait_photo(tmp_path: Path, resize: str):
+    """A 32x56 model: a 1280x720 frame and a 405x720 portrait image are resized as the prepare
+    stage resizes them (``data.resize`` of ``--params``) and averaged with their mirror images
+    (``evaluate.tta: flip``)."""
+    import tensorflow as tf
+    from PIL import Image
+
+    from pipeline.data import decode_image
+    from pipeline.models import build_base, build_classifier, load_model, with_tta
+
+    model = build_classifier(build_base("mobilenet_v2", 0.35, (32, 56)), "mobilenet_v2",
+                             (32, 56), 4, seed=3)  # fmt: skip
+    model.save(tmp_path / "model.keras")
+    (tmp_path / "classes.json").write_text(json.dumps(CLASSES))
+    rng = np.random.default_rng(1)
+    files = []
+    for name, (w, h) in {"frame.jpg": (1280, 720), "portrait.png": (405, 720)}.items():
+        pixels = rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8)
+        Image.fromarray(pixels).resize((w, h)).save(tmp_path / name)
+        files.append(str(tmp_path / name))
+    (tmp_path / "params.yaml").write_text(f"data:\n  resize: {resize}\nevaluate:\n  tta: flip\n")
+    out = io.StringIO()
+    args = ["--model", str(tmp_path / "model.keras"), "--classes", str(tmp_path / "classes.json"),
+            "--params", str(tmp_path / "params.yaml"), "--format", "json", "--top-k",
+            "4"]  # fmt: skip
+    with contextlib.redirect_stdout(out):
+        assert predict.main([*args, *files]) == 0
+    results = json.loads(out.getvalue())
+    images = np.stack([decode_image(tf.constant(f), (32, 56), resize).numpy() for f in files])
+    expected = with_tta(load_model(tmp_path / "model.keras"), "flip").predict(images, verbose=0)
+    for r, p in zip(results, expected, strict=True):
+        assert r["error"] is None and r["predicted"] == CLASSES[int(p.argmax())]
+        got = {t["class"]: t["probability"] for t in r["top_k"]}
+        assert got == pytest.approx(dict(zip(CLASSES, p.round(4), strict=True)), abs=2e-4)
 
 
 def test_exit_status(tiny_model: Path, sample_dataset: Path, tmp_path, capsys):

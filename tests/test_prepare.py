@@ -18,7 +18,7 @@ SIZE = PREPARED_SIZE  # the `prepared` fixture's image size (tests/conftest.py)
 
 def test_every_split_image_is_prepared_once_as_uint8(prepared: Path):
     info = read_json(prepared / "prepared/prepared.json")
-    assert info["image_size"] == SIZE
+    assert info["image_size"] == [SIZE, SIZE] and info["resize"] == "squash"
     total = 0
     for name in ("train", "val", "test"):
         split = load_prepared(name, prepared / "prepared", prepared / "split", SIZE)
@@ -56,7 +56,7 @@ def test_shuffled_prepared_dataset_is_seeded(prepared: Path):
 
 
 def test_mismatched_size_or_split_says_to_run_prepare(prepared: Path, tmp_path: Path):
-    with pytest.raises(PipelineError, match=r"holds 40 px images but 64 px.*dvc repro prepare"):
+    with pytest.raises(PipelineError, match=r"holds 40×40 px images but 64×64 px.*repro prepare"):
         load_prepared("train", prepared / "prepared", prepared / "split", 64)
     with pytest.raises(PipelineError, match=r"prepared.json not found.*dvc repro prepare"):
         load_prepared("train", tmp_path / "missing", prepared / "split", SIZE)
@@ -67,6 +67,70 @@ def test_mismatched_size_or_split_says_to_run_prepare(prepared: Path, tmp_path: 
     manifest.write_text("\n".join(lines[:-1]) + "\n")  # the split changed after prepare
     with pytest.raises(PipelineError, match=r"another version of .*val.csv.*dvc repro prepare"):
         load_prepared("val", prepared / "prepared", split, SIZE)
+
+
+def _frame(height: int, width: int) -> np.ndarray:
+    """A ``(height, width, 3)`` uint8 test card: smooth gradients, no black pixel."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack(
+        [40 + 200 * x / width, 40 + 200 * y / height, 40 + 100 * (x + y) / (width + height)], -1
+    ).astype(np.uint8)
+
+
+@pytest.mark.parametrize("policy", ["squash", "pad", "crop"])
+def test_resize_policies_keep_or_drop_the_aspect_ratio(policy: str):
+    """A 90x240 frame (8:3) into 64x96 (2:3): squash stretches it, pad scales it by 96/240 to
+    36x96 between black bars, crop scales it by 64/90 to 64x171 and keeps the middle 96."""
+    import tensorflow as tf
+
+    from pipeline.data import resize_image
+
+    img = tf.constant(_frame(90, 240))
+    out = resize_image(img, (64, 96), policy).numpy()
+    assert out.shape == (64, 96, 3) and out.dtype == np.float32 and np.all(out == np.round(out))
+
+    def direct(size: tuple[int, int]) -> np.ndarray:
+        x = tf.image.resize(tf.cast(img, tf.float32), size, antialias=True)
+        return np.clip(np.round(x.numpy()), 0, 255)
+
+    if policy == "squash":
+        np.testing.assert_array_equal(out, direct((64, 96)))
+    elif policy == "pad":
+        np.testing.assert_array_equal(out[14:50], direct((36, 96)))
+        assert not out[:14].any() and not out[50:].any() and out[14:50].min() > 0
+    else:
+        np.testing.assert_array_equal(out, direct((64, 171))[:, 37:133])
+
+
+@pytest.mark.parametrize("policy", ["squash", "pad", "crop"])
+def test_prepare_stores_what_decoding_gives_for_each_policy(
+    policy: str, prepared: Path, sample_dataset: Path, tmp_path: Path
+):
+    """Non-square input, each policy: the prepared arrays are exactly :func:`decode_image` of
+    the files (what predict runs), and ``load_prepared`` checks size and policy."""
+    import tensorflow as tf
+
+    from pipeline.data import decode_image
+
+    params = tmp_path / "params.yaml"
+    params.write_text(f"seed: 1\ndata:\n  image_size: [40, 72]\n  resize: {policy}\n")
+    out = tmp_path / "prepared"
+    prepare_main(["--params", str(params), "--split", str(prepared / "split"),
+                  "--data", str(sample_dataset), "--out", str(out)])  # fmt: skip
+    info = read_json(out / "prepared.json")
+    assert info["image_size"] == [40, 72] and info["resize"] == policy
+    raw = load_split("test", prepared / "split", sample_dataset)
+    ready = load_prepared("test", out, prepared / "split", (40, 72), policy)
+    for path, npy in zip(raw.paths, ready.paths, strict=True):
+        expected = decode_image(tf.constant(path), (40, 72), policy).numpy()
+        stored = np.load(npy)
+        assert stored.dtype == np.uint8 and stored.shape == (40, 72, 3)
+        np.testing.assert_array_equal(stored, expected)
+    other = "pad" if policy != "pad" else "crop"
+    with pytest.raises(PipelineError, match=rf"resized by '{policy}'.*data.resize is '{other}'"):
+        load_prepared("test", out, prepared / "split", (40, 72), other)
+    with pytest.raises(PipelineError, match=r"holds 40×72 px images but 72×40 px"):
+        load_prepared("test", out, prepared / "split", (72, 40))
 
 
 def test_undecodable_image_names_the_file_and_keeps_previous_output(

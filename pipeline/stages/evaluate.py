@@ -2,18 +2,20 @@
 
 Puts them beside the linear-probe baseline (``reports/baseline.json``,
 :mod:`pipeline.stages.baseline`) and flags a phase whose test accuracy does not beat it. Reads
-``diagnosis.*`` and, for the current values that the fit diagnosis's remedies cite, the training
-params (the models and the split hold everything else). Writes ``reports/summary.json``, the
-headline (:func:`pipeline.evaluation.headline`: the top-level ``metrics:`` of ``dvc.yaml``, so what
-``dvc exp show`` and ``dvc metrics diff`` display), and ``reports/metrics.json``, the details
-(accuracy, loss, macro F1 and per-class precision/recall/F1 of each model on test, ``val_accuracy``
-and ``val_macro_f1`` on val; ``baseline``: the linear probe's figures; ``diagnosis.<phase>``: the
-fit verdict, the baseline flag and their numeric evidence), ``reports/diagnosis.md`` (the verdicts
-with evidence and remedies, one paragraph per phase), ``reports/predictions.csv`` (one row per test
-image), the confusion plot data ``reports/plots/confusion_{transfer,finetune}.csv`` (``actual``,
-``predicted``; DVC's ``confusion`` template) and the figures
-``reports/figures/{learning_curves,confusion_matrix}.png`` (the learning curves mark each phase's
-best epoch and shade the epochs its verdict points at).
+``evaluate.tta``, ``diagnosis.*`` and, for the current values that the fit diagnosis's remedies
+cite, the training params (the models and the split hold everything else). Writes
+``reports/summary.json``, the headline (:func:`pipeline.evaluation.headline`: the top-level
+``metrics:`` of ``dvc.yaml``, so what ``dvc exp show`` and ``dvc metrics diff`` display), and
+``reports/metrics.json``, the details (accuracy, loss, macro F1 and per-class precision/recall/F1
+of each model on test, ``val_accuracy`` and ``val_macro_f1`` on val, all with the test-time
+augmentation of ``evaluate.tta``; ``finetune.tta``: the fine-tuned model's accuracy and macro F1
+without (``none``) and with flip averaging (``flip``); ``baseline``: the linear probe's figures;
+``diagnosis.<phase>``: the fit verdict, the baseline flag and their numeric evidence),
+``reports/diagnosis.md`` (the verdicts with evidence and remedies, one paragraph per phase),
+``reports/predictions.csv`` (one row per test image), the confusion plot data
+``reports/plots/confusion_{transfer,finetune}.csv`` (``actual``, ``predicted``; DVC's ``confusion``
+template) and the figures ``reports/figures/{learning_curves,confusion_matrix}.png`` (the learning
+curves mark each phase's best epoch and shade the epochs its verdict points at).
 
 Usage: ``python -m pipeline.stages.evaluate [--params params.yaml]``
 """
@@ -121,7 +123,10 @@ def main(argv: list[str] | None = None) -> None:
     matrices, preds = {}, {}
     for phase in PHASES:
         model = load_model(args.models / phase / "model.keras")
-        metrics[phase], matrices[phase], preds[phase] = evaluate_model(model, test, val)
+        # the fine-tuned model is scored both ways, so the gain of evaluate.tta is on record
+        metrics[phase], matrices[phase], preds[phase] = evaluate_model(
+            model, test, val, params.evaluate.tta, both=phase == "finetune"
+        )
         write_csv(
             args.reports / "plots" / f"confusion_{phase}.csv",
             ["actual", "predicted"],

@@ -1,26 +1,28 @@
 """Stage ``export``: the fine-tuned model as a TensorFlow SavedModel and a TFLite file, checked.
 
-Reads ``export.tolerance``. Loads ``models/finetune/model.keras`` and exports its inference graph
-(augmentation is part of the training input pipeline, not of the model, so the graph holds no
-random ops). A model trained in mixed precision is exported, and checked, as its float32 copy
-(:func:`pipeline.models.float32_copy`: the same weights, every layer in float32). Writes
-``models/export/``:
+Reads ``export.tolerance``, ``evaluate.tta`` and ``data.resize``. Loads
+``models/finetune/model.keras`` and exports its inference graph (augmentation is part of the
+training input pipeline, not of the model, so the graph holds no random ops); with
+``evaluate.tta: flip`` the flip averaging is part of the graph
+(:func:`pipeline.models.with_tta`). A model trained in mixed precision is exported, and checked,
+as its float32 copy (:func:`pipeline.models.float32_copy`). Writes ``models/export/``:
 
 * ``saved_model/`` – ``keras.Model.export`` (endpoints ``serve`` and ``serving_default``),
 * ``model.tflite`` – converted from the SavedModel, float32 (no quantisation),
 * ``classes.json`` – the class names in output order.
 
-Each takes float32 ``(batch, size, size, 3)`` pixels in ``[0, 255]`` (decoded as in
-:func:`pipeline.data.decode_image`) and returns ``(batch, n_classes)`` probabilities.
+Each takes float32 ``(batch, height, width, 3)`` pixels in ``[0, 255]`` (decoded and resized as
+:func:`pipeline.data.decode_image` does with ``data.resize``) and returns
+``(batch, n_classes)`` probabilities.
 
-The check: every test image goes through each export one at a time, and its probabilities are
-compared with the Keras model's (as the evaluate stage computes them). If any differs by more than
-``export.tolerance``, the stage fails. ``reports/export.json`` records, per format, the size in
+The check: every test image goes through each export in batches of 64, and its probabilities are
+compared with the Keras model's. If any differs by more than ``export.tolerance``, the stage
+fails. ``reports/export.json`` records the input shape and policy, and per format the size in
 bytes, the largest absolute probability difference and the share of test images with the same
-predicted class: a committed result, the same on every machine. The per-image CPU latency (batch
-of 1, after one warm-up call; median and 90th percentile over the test split, ms) is a property
-of the machine, not of the model: it is logged and written to ``logs/export/latency.json``,
-which is not versioned.
+predicted class: a committed result, the same on every machine. The single-image CPU latency
+(batch of 1, after one warm-up call; median and 90th percentile over the first 32 test images,
+ms) is a property of the machine, not of the model: it is logged and written to
+``logs/export/latency.json``, which is not versioned.
 
 The exports are byte for byte the same for the same model
 (:func:`pipeline.exporting.export_saved_model`), so a rerun leaves ``dvc.lock`` as it was.
@@ -37,7 +39,14 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import paths
-from pipeline.exporting import EXPORT_FILES, dir_size, latency, per_image, write_exports
+from pipeline.exporting import (
+    EXPORT_FILES,
+    batched,
+    dir_size,
+    latency,
+    per_image,
+    write_exports,
+)
 from pipeline.params import load_params
 from pipeline.utils import PipelineError, atomic_dir, log, run_stage, write_json
 
@@ -56,29 +65,33 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    tolerance = load_params(args.params).export.tolerance
+    params = load_params(args.params)
+    tolerance, tta = params.export.tolerance, params.evaluate.tta
     if not args.model.is_file():
         raise PipelineError(f"{args.model} not found: run the finetune stage first")
 
     import tensorflow as tf
 
     from pipeline.data import load_prepared, make_dataset
-    from pipeline.models import float32_copy, load_model
+    from pipeline.models import float32_copy, input_hw, load_model, with_tta
 
-    model = float32_copy(load_model(args.model))  # mixed precision: exported in float32
-    size = int(model.input_shape[1])
+    # mixed precision: exported in float32; evaluate.tta flip: the averaging is in the graph
+    model = with_tta(float32_copy(load_model(args.model)), tta)
+    size = input_hw(model)
     test = load_prepared("test", args.prepared, args.split, size)
     # whole-number pixels: uint8 holds them exactly in a quarter of float32's memory
     images = np.concatenate(
         [x.astype(np.uint8) for x, _ in make_dataset(test, size, 64).as_numpy_iterator()]
     )
-    reference = model.predict(make_dataset(test, size, 64), verbose=0)
-    _, keras_ms = per_image(model.predict_on_batch, images)
+    reference = batched(model.predict_on_batch, images)
+    keras_ms = per_image(model.predict_on_batch, images)
     with atomic_dir(args.out) as tmp:
         checks, times, sizes = write_exports(model, tmp, test.classes, images, reference, tolerance)
 
     report = {
-        "image_size": size,
+        "image_size": list(size),
+        "resize": params.data.resize,
+        "tta": tta,
         "test_images": len(test),
         "tolerance": tolerance,
         "tensorflow": tf.__version__,

@@ -150,11 +150,11 @@ def _training_data(model: object, params: Params, batch: int, strategy: object) 
     split with the train and val datasets: frozen activations computed once, with the unfrozen
     top of ``model`` training on them, or augmented images through the whole ``model``."""
     from pipeline import distribute
-    from pipeline.models import compile_model, split_at_frozen
+    from pipeline.models import compile_model, input_hw, split_at_frozen
     from pipeline.training import activation_datasets, load_train_val
 
     cfg, aug = params.finetune, params.augmentation
-    size = int(model.input_shape[1])
+    size = input_hw(model)
     forced = cfg.frozen_activations == "once"
     if cfg.activations_once(aug):
         with strategy.scope():

@@ -1,10 +1,11 @@
 """Stage ``prepare``: decode and resize every image of the splits once, for all epochs to read.
 
-Reads ``data.image_size``. For each image in ``data/split/{train,val,test}.csv`` writes
-``data/prepared/<path>.npy``: the image decoded to RGB and resized (bilinear, antialiased) to
-``(size, size, 3)`` uint8, exactly as :func:`pipeline.data.decode_image` does at prediction
-time. ``data/prepared/prepared.json`` records the size, the format and, per split, the image
-count and the SHA-256 of the manifest it was made from, which the training stages check.
+Reads ``data.image_size`` and ``data.resize``. For each image in
+``data/split/{train,val,test}.csv`` writes ``data/prepared/<path>.npy``: the image decoded to RGB
+and resized (bilinear, antialiased; squashed, padded or cropped, :func:`pipeline.data.resize_image`)
+to ``(height, width, 3)`` uint8, exactly as :func:`pipeline.data.decode_image` does at prediction
+time. ``data/prepared/prepared.json`` records the size, the policy, the format and, per split, the
+image count and the SHA-256 of the manifest it was made from, which the training stages check.
 
 Decoding a full-size video frame costs about as much as a training step of a small model;
 doing it once here means an epoch only reads ready arrays. Images are decoded in parallel and
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 from pipeline import paths
-from pipeline.params import load_params
+from pipeline.params import format_hw, load_params
 from pipeline.utils import PipelineError, atomic_dir, log, run_stage, write_json
 
 SPLITS = ("train", "val", "test")
@@ -40,7 +41,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
 
-    size = load_params(args.params).data.image_size
+    data = load_params(args.params).data
+    size, resize = data.image_size, data.resize
     from pipeline.data import (
         PREPARED_FORMAT,
         PREPARED_INFO,
@@ -58,9 +60,14 @@ def main(argv: list[str] | None = None) -> None:
         )
     start = time.perf_counter()
     with atomic_dir(args.out) as tmp:
-        info: dict = {"image_size": size, "format": PREPARED_FORMAT, "splits": {}}
+        info: dict = {
+            "image_size": list(data.hw),
+            "resize": resize,
+            "format": PREPARED_FORMAT,
+            "splits": {},
+        }
         for name, split in splits.items():
-            prepare_images(split.paths, split.names, tmp, size)
+            prepare_images(split.paths, split.names, tmp, size, resize)
             info["splits"][name] = {
                 "images": len(split),
                 "sha256": manifest_digest(args.split / f"{name}.csv"),
@@ -69,9 +76,10 @@ def main(argv: list[str] | None = None) -> None:
     n = sum(len(s) for s in splits.values())
     seconds = time.perf_counter() - start
     log.info(
-        "prepared %d images at %d px in %.1f s (%.0f images/s) in %s",
+        "prepared %d images at %s px (%s) in %.1f s (%.0f images/s) in %s",
         n,
-        size,
+        format_hw(size),
+        resize,
         seconds,
         n / max(seconds, 1e-9),
         args.out,

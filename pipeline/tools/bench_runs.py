@@ -175,6 +175,13 @@ def bench_quality(raw: dict, work: Path, root: Path, reference: bool = True) -> 
         }
         for phase in QUALITY_PHASES
     }
+    for way, scores in metrics["finetune"].get("tta", {}).items():  # with and without flips
+        phases[f"tta {way}"] = {
+            "val_accuracy": scores["val_accuracy"],
+            "test_accuracy": scores["accuracy"],
+            "val_macro_f1": scores["val_macro_f1"],
+            "test_macro_f1": scores["macro_f1"],
+        }
     params = parse_params(raw)
     if reference and backbone(params.model.architecture).reference_recipe:
         from pipeline.tools.reference import reference_run

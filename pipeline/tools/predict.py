@@ -2,7 +2,7 @@
 
 PATHs are image files or folders (searched recursively for image files). Every image goes through
 the same decoding as in training and evaluation (:func:`pipeline.data.decode_image`: RGB,
-bilinear antialiased resize to the model's input size, float32 pixels in ``[0, 255]``; the model
+bilinear antialiased resize to the model's input shape, float32 pixels in ``[0, 255]``; the model
 rescales them itself), in batches. Output, on stdout: a table (default), JSON or CSV with one
 row per file: the predicted class, its probability (``confidence``) and the ``--top-k`` most
 probable classes. A file that cannot be read or decoded gets an error row (and a line on stderr)
@@ -11,8 +11,13 @@ instead of stopping the run. A progress line goes to stderr for more than one ba
 Exit status: 0 when at least one file was classified, 1 when none could be, 2 for usage errors
 (no model, no class names, a model that does not match the class names).
 
+Images are resized as ``data.resize`` of ``--params`` says, and averaged with their mirror
+images when its ``evaluate.tta`` is ``flip``: the settings the model was trained and evaluated
+with.
+
 Usage: ``python -m pipeline.tools.predict [--model models/finetune/model.keras]
-[--classes data/split/classes.json] [--format table|json|csv] [--top-k 3] PATH...``
+[--classes data/split/classes.json] [--params params.yaml] [--format table|json|csv]
+[--top-k 3] PATH...``
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import numpy as np
 if TYPE_CHECKING:
     import keras
 
-from pipeline.paths import CLASSES, FINETUNED_MODEL
+from pipeline.paths import CLASSES, FINETUNED_MODEL, PARAMS
 
 DEFAULT_MODEL = FINETUNED_MODEL
 DEFAULT_CLASSES = CLASSES
@@ -143,19 +148,24 @@ def predict_files(
     k: int = 3,
     batch_size: int = 32,
     progress: bool = True,
+    resize: str = "squash",
+    tta: str = "none",
 ) -> list[Prediction]:
     """Classify ``files`` (from :func:`expand_paths`) in batches; one :class:`Prediction` each.
 
-    Decoding is :func:`pipeline.data.decode_image` at the model's input size; a file it cannot
-    read or decode gets ``error`` set and no ``top_k``.
+    Decoding is :func:`pipeline.data.decode_image` at the model's input size with the policy
+    ``resize`` (``data.resize``), exactly as the prepare stage resizes; ``tta``: the test-time
+    augmentation (``evaluate.tta``, :func:`pipeline.models.with_tta`). A file it cannot read or
+    decode gets ``error`` set and no ``top_k``.
     """
     import tensorflow as tf
 
     from pipeline.data import decode_image
+    from pipeline.models import input_hw, with_tta
 
-    size = int(model.input_shape[1])
+    size, model = input_hw(model), with_tta(model, tta)
     decode = tf.function(
-        lambda p: decode_image(p, size), input_signature=[tf.TensorSpec([], tf.string)]
+        lambda p: decode_image(p, size, resize), input_signature=[tf.TensorSpec([], tf.string)]
     )
     results = [Prediction(f, error=err) for f, err in files]
     todo = [r for r in results if r.error is None]
@@ -234,6 +244,21 @@ def load_classes(path: Path) -> list[str]:
     return classes
 
 
+def load_resize_tta(path: Path) -> tuple[str, str]:
+    """``data.resize`` and ``evaluate.tta`` of the params file ``path`` (the defaults when
+    there is none); an invalid file is a :class:`UsageError`."""
+    from pipeline.params import Params, ParamsError, load_params
+
+    if not path.is_file():
+        defaults = Params()
+        return defaults.data.resize, defaults.evaluate.tta
+    try:
+        params = load_params(path)
+    except ParamsError as exc:
+        raise UsageError(str(exc)) from None
+    return params.data.resize, params.evaluate.tta
+
+
 def load_classifier(path: Path, n_classes: int) -> keras.Model:
     """Load the Keras classifier (safe mode) and check it has ``n_classes`` outputs."""
     if not path.is_file():
@@ -269,6 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=3, help="most probable classes to list")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=Path(PARAMS),
+        help="the params the model was trained with: data.resize and evaluate.tta are read "
+        "from it (absent: squash, no test-time augmentation)",
+    )
     args = parser.parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1:
         parser.error("--top-k and --batch-size must be at least 1")
@@ -277,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         classes = load_classes(args.classes)
         model = load_classifier(args.model, len(classes))
+        resize, tta = load_resize_tta(args.params)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -288,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         k=k,
         batch_size=args.batch_size,
         progress=not args.no_progress,
+        resize=resize,
+        tta=tta,
     )
     sys.stdout.write(format_results(results, args.format, k))
     for r in results:

@@ -15,13 +15,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.params import image_hw
 from pipeline.paths import RAW, SPLIT
+
+Size = int | tuple[int, int]
 
 HEAD_EPOCHS, FINETUNE_EPOCHS, BATCH = 5, 8, 32
 
 
 def _dataset(
-    project: Path, split: str, classes: list[str], image_size: int, seed: int, shuffle: bool
+    project: Path, split: str, classes: list[str], image_size: Size, seed: int, shuffle: bool
 ) -> Any:
     """``project``'s split ``split``, decoded, resized, cached and batched."""
     import tensorflow as tf
@@ -33,7 +36,7 @@ def _dataset(
 
     def load(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        return tf.image.resize(img, (image_size, image_size)), label
+        return tf.image.resize(img, image_hw(image_size)), label
 
     ds = tf.data.Dataset.from_tensor_slices((paths, labels)).map(load).cache()
     if shuffle:
@@ -41,15 +44,16 @@ def _dataset(
     return ds.batch(BATCH).prefetch(tf.data.AUTOTUNE)
 
 
-def _model(image_size: int, alpha: float, weights: str, seed: int, n_classes: int) -> tuple:
+def _model(image_size: Size, alpha: float, weights: str, seed: int, n_classes: int) -> tuple:
     """The guide's classifier around a frozen MobileNetV2, and the base."""
     import keras
 
+    shape = (*image_hw(image_size), 3)
     base = keras.applications.MobileNetV2(
-        input_shape=(image_size, image_size, 3), include_top=False, weights=weights, alpha=alpha
+        input_shape=shape, include_top=False, weights=weights, alpha=alpha
     )
     base.trainable = False
-    inputs = keras.Input((image_size, image_size, 3))
+    inputs = keras.Input(shape)
     x = keras.layers.RandomFlip("horizontal", seed=seed)(inputs)
     x = keras.layers.Rescaling(1 / 127.5, offset=-1)(x)
     x = base(x, training=False)
@@ -78,7 +82,7 @@ def _fit(
 
 
 def reference_run(
-    project: Path, image_size: int, alpha: float, weights: str, seed: int
+    project: Path, image_size: Size, alpha: float, weights: str, seed: int
 ) -> dict[str, Any]:
     """Train and test the plain recipe on ``project``'s split (``data/split``, ``data/raw``).
 
