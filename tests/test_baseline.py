@@ -84,7 +84,7 @@ def test_stored_features_are_used_only_for_their_inputs(tmp_path: Path):
     weights.write_bytes(b"weights v2")  # another base: the stored features do not apply
     assert feats.load(feats.spec(params, weights, split), ("train",), tmp_path / "features") is None
     bigger = parse_params(tiny_params_dict(data={"image_size": 64}))
-    assert feats.spec(bigger, weights, split)["image_size"] == 64
+    assert feats.spec(bigger, weights, split)["image_size"] == [64, 64]
     assert feats.load(spec, ("train",), tmp_path / "missing") is None
 
 
@@ -110,4 +110,4 @@ def test_baseline_stage_outputs_and_metrics(trained_repo: Path):
         x = np.load(trained_repo / f"data/features/{name}.npy")
         assert x.shape == (rows, result["features"]) and x.dtype == np.float32
         assert np.isfinite(x).all()
-    assert info["image_size"] == 32 and set(info["splits"]) == set(feats.SPLITS)
+    assert info["image_size"] == [32, 56] and set(info["splits"]) == set(feats.SPLITS)

@@ -52,7 +52,7 @@ def test_steps_measures_every_row(tmp_path: Path, capsys):
         assert result[key] > 0, key
     assert result["peak_rss_mb"] > 100
     printed = capsys.readouterr().out
-    assert "mobilenet_v2 0.35 at 32 px" in printed
+    assert "mobilenet_v2 0.35 at 32×56 px" in printed
     assert printed.count("x transfer_step") == 2  # its epochs, without and with augmentation
     assert printed.count("x finetune_step") == 3  # the same, and on the frozen activations once
     assert "prepared images, augmented" in printed

@@ -67,7 +67,7 @@ def _params(handle: str = KERAS_HUB_HANDLE, **sections: dict):
         tiny_params_dict(
             model={**model, "kaggle_handle": handle},
             finetune={"unfreeze_layers": 3},
-            **sections,
+            **{"data": {"image_size": 32, "resize": "squash"}, **sections},
         )
     )
 

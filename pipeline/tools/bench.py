@@ -56,7 +56,7 @@ from typing import Any
 
 from pipeline import paths
 from pipeline.architectures import backbone
-from pipeline.params import Params, read_yaml
+from pipeline.params import Params, format_hw, read_yaml
 from pipeline.tools import experiment
 from pipeline.tools.bench_runs import bench_quality, bench_repro, format_quality, format_repro
 from pipeline.tools.bench_steps import bench_steps, format_steps
@@ -85,7 +85,7 @@ def describe(params: Params) -> str:
     m = params.model
     alpha = f" {m.alpha}" if backbone(m.architecture).is_mobilenet else ""
     return (
-        f"{m.architecture}{alpha} at {params.data.image_size} px, batch "
+        f"{m.architecture}{alpha} at {format_hw(params.data.image_size)} px, batch "
         f"{params.transfer.batch_size}/{params.finetune.batch_size}, last "
         f"{params.finetune.unfreeze_layers} layers fine-tuned"
     )
