@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from pipeline.params import RESIZE_TEXT, AugmentationParams, format_hw, image_hw
+from pipeline.params import RESIZE_TEXT, AugmentationParams, ImageSize, format_hw, image_hw
 from pipeline.paths import PREPARED, RAW, SPLIT
 from pipeline.utils import PipelineError, read_csv, read_json
 
@@ -40,7 +40,6 @@ PREPARED_SUFFIX = ".npy"
 PREPARED_FORMAT = (
     "one .npy per image: uint8 (height, width, 3), RGB, resized bilinear with antialiasing"
 )
-Size = int | tuple[int, int]  # a data.image_size: a square side or (height, width), pixels
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,7 @@ def load_prepared(
     name: str,
     prepared_dir: str | Path = PREPARED_DIR,
     split_dir: str | Path = SPLIT,
-    image_size: Size | None = None,
+    image_size: ImageSize | None = None,
     resize: str | None = None,
 ) -> Split:
     """The split ``name`` as prepared images; checks they match the split, ``image_size`` and
@@ -141,7 +140,7 @@ def load_prepared(
     )
 
 
-def resize_image(img: tf.Tensor, image_size: Size, resize: str = "squash") -> tf.Tensor:
+def resize_image(img: tf.Tensor, image_size: ImageSize, resize: str = "squash") -> tf.Tensor:
     """Resize ``(h, w, 3)`` pixels to ``image_size`` as the policy ``resize`` says.
 
     ``squash``: to ``(height, width)`` directly. ``pad``: scaled by the largest factor that
@@ -169,7 +168,7 @@ def resize_image(img: tf.Tensor, image_size: Size, resize: str = "squash") -> tf
     return tf.image.resize_with_crop_or_pad(img, height, width)
 
 
-def decode_image(path: tf.Tensor, image_size: Size, resize: str = "squash") -> tf.Tensor:
+def decode_image(path: tf.Tensor, image_size: ImageSize, resize: str = "squash") -> tf.Tensor:
     """Read an image file into float32 ``(height, width, 3)`` whole-number pixels in
     ``[0, 255]``: RGB, :func:`resize_image` by ``resize``, exactly the values that
     :func:`prepare_image` stores as ``uint8``."""
@@ -178,13 +177,13 @@ def decode_image(path: tf.Tensor, image_size: Size, resize: str = "squash") -> t
     return resize_image(img, image_size, resize)
 
 
-def prepare_image(path: tf.Tensor, image_size: Size, resize: str = "squash") -> tf.Tensor:
+def prepare_image(path: tf.Tensor, image_size: ImageSize, resize: str = "squash") -> tf.Tensor:
     """:func:`decode_image` as uint8 ``(height, width, 3)``: what the prepare stage stores."""
     return tf.cast(decode_image(path, image_size, resize), tf.uint8)
 
 
 def prepare_images(
-    paths: list[str], names: list[str], out: Path, image_size: Size, resize: str = "squash"
+    paths: list[str], names: list[str], out: Path, image_size: ImageSize, resize: str = "squash"
 ) -> None:
     """Decode ``paths`` in parallel and save each as ``<out>/<name>.npy``, in order."""
     ds = (
@@ -210,7 +209,7 @@ def prepare_images(
         ) from None
 
 
-def read_prepared(path: tf.Tensor, image_size: Size) -> tf.Tensor:
+def read_prepared(path: tf.Tensor, image_size: ImageSize) -> tf.Tensor:
     """Read a prepared ``.npy`` file into its uint8 ``(height, width, 3)`` pixels.
 
     The array is the file's last ``height * width * 3`` bytes (after the ``.npy`` header).
@@ -309,7 +308,7 @@ def augment_images(images: tf.Tensor, cfg: AugmentationParams, draws: tf.Tensor)
 
 def make_dataset(
     split: Split,
-    image_size: Size,
+    image_size: ImageSize,
     batch_size: int,
     *,
     shuffle: bool = False,

@@ -42,7 +42,7 @@ import tensorflow as tf
 from keras import layers
 
 from pipeline.architectures import KERAS_HUB, backbone
-from pipeline.params import Params, image_hw
+from pipeline.params import ImageSize, Params, image_hw
 
 BASE_NAME = "base"
 # The dataset of models/base.weights.h5 that holds a KerasHub base's config (JSON, UTF-8 bytes).
@@ -199,9 +199,7 @@ def read_keras_hub_base(weights: str | Path) -> KerasHubBase:
     return KerasHubBase(spec["config"], spec["scale"], spec["offset"])
 
 
-def _keras_hub_base(
-    spec: KerasHubBase, image_size: int | tuple[int, int] | None, weights: Path
-) -> keras.Model:
+def _keras_hub_base(spec: KerasHubBase, image_size: ImageSize | None, weights: Path) -> keras.Model:
     config = dict(spec.config)
     shape_keys = [k for k in ("image_shape", "input_shape") if k in config["config"]][:1]
     shape = (None, None, 3) if image_size is None else (*image_hw(image_size), 3)
@@ -218,7 +216,7 @@ def _keras_hub_base(
 def build_base(
     architecture: str,
     alpha: float,
-    image_size: int | tuple[int, int] | None,
+    image_size: ImageSize | None,
     weights: str | Path | None = None,
 ) -> keras.Model:
     """Build the headless base, named ``"base"``.
@@ -302,7 +300,7 @@ def preprocessing(architecture: str, weights: str | Path | None = None) -> keras
 def build_classifier(
     base: keras.Model,
     architecture: str,
-    image_size: int | tuple[int, int],
+    image_size: ImageSize,
     n_classes: int,
     *,
     seed: int,

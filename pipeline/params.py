@@ -62,7 +62,10 @@ RESIZE_TEXT = {
 }
 
 
-def image_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+ImageSize = int | tuple[int, int] | list[int]  # a data.image_size: a side or (height, width)
+
+
+def image_hw(size: ImageSize) -> tuple[int, int]:
     """A ``data.image_size`` (a square side or ``(height, width)``) as ``(height, width)``."""
     if isinstance(size, int):
         return size, size
@@ -70,7 +73,7 @@ def image_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def format_hw(size: int | tuple[int, int] | list[int]) -> str:
+def format_hw(size: ImageSize) -> str:
     """``160×288`` for a ``data.image_size`` (``160×160`` for a side of 160)."""
     return "×".join(map(str, image_hw(size)))
 

@@ -15,16 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.params import image_hw
+from pipeline.params import ImageSize, image_hw
 from pipeline.paths import RAW, SPLIT
-
-Size = int | tuple[int, int]
 
 HEAD_EPOCHS, FINETUNE_EPOCHS, BATCH = 5, 8, 32
 
 
 def _dataset(
-    project: Path, split: str, classes: list[str], image_size: Size, seed: int, shuffle: bool
+    project: Path, split: str, classes: list[str], image_size: ImageSize, seed: int, shuffle: bool
 ) -> Any:
     """``project``'s split ``split``, decoded, resized, cached and batched."""
     import tensorflow as tf
@@ -44,7 +42,7 @@ def _dataset(
     return ds.batch(BATCH).prefetch(tf.data.AUTOTUNE)
 
 
-def _model(image_size: Size, alpha: float, weights: str, seed: int, n_classes: int) -> tuple:
+def _model(image_size: ImageSize, alpha: float, weights: str, seed: int, n_classes: int) -> tuple:
     """The guide's classifier around a frozen MobileNetV2, and the base."""
     import keras
 
@@ -82,7 +80,7 @@ def _fit(
 
 
 def reference_run(
-    project: Path, image_size: Size, alpha: float, weights: str, seed: int
+    project: Path, image_size: ImageSize, alpha: float, weights: str, seed: int
 ) -> dict[str, Any]:
     """Train and test the plain recipe on ``project``'s split (``data/split``, ``data/raw``).
 
