@@ -1,10 +1,9 @@
 """Class weights of the training loss (``train.class_weight``), used by both training phases.
 
-``none``: every training image counts the same. ``balanced``: class ``c`` gets the weight
-``n / (k * n_c)`` (``n`` train images, ``k`` classes, ``n_c`` train images of class ``c``), as
-scikit-learn's ``compute_class_weight("balanced")``: every class then weighs as much in the loss
-as a class of ``n / k`` images would. The weights come from the train split only; validation
-and test figures are never weighted.
+``none``: every training image counts the same. ``balanced``: scikit-learn's
+``compute_class_weight("balanced")``, ``n / (k * n_c)`` for class ``c``: every class then weighs
+as much in the loss as a class of ``n / k`` images would. The weights come from the train split
+only; validation and test figures are never weighted.
 
 No TensorFlow here: the ``model_card`` stage computes the same values from the manifests.
 """
@@ -47,8 +46,11 @@ def weights_from_counts(counts: Sequence[int], mode: str) -> dict[int, float] | 
             f"train.class_weight is 'balanced' but class index(es) {empty} have no train image: "
             "re-run the split stage (dvc repro split) or set train.class_weight: none"
         )
-    total, k = sum(counts), len(counts)
-    return {c: float(total / (k * n)) for c, n in enumerate(counts)}
+    from sklearn.utils.class_weight import compute_class_weight
+
+    classes = np.arange(len(counts))
+    weights = compute_class_weight("balanced", classes=classes, y=np.repeat(classes, counts))
+    return {int(c): float(w) for c, w in enumerate(weights)}
 
 
 def by_name(weights: dict[int, float] | None, classes: Sequence[str]) -> dict[str, float] | None:

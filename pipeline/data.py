@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,16 +210,29 @@ def prepare_images(
         ) from None
 
 
-def read_prepared(path: tf.Tensor, image_size: ImageSize) -> tf.Tensor:
-    """Read a prepared ``.npy`` file into its uint8 ``(height, width, 3)`` pixels.
+def load_prepared_array(path: str | bytes | np.ndarray, image_size: ImageSize) -> np.ndarray:
+    """The uint8 ``(height, width, 3)`` array of a prepared ``.npy`` file (NumPy's reader).
 
-    The array is the file's last ``height * width * 3`` bytes (after the ``.npy`` header).
+    Raises :class:`PipelineError` when the file holds another dtype or shape.
     """
-    height, width = image_hw(image_size)
-    raw = tf.io.read_file(path)
-    n = height * width * 3
-    pixels = tf.io.decode_raw(tf.strings.substr(raw, tf.strings.length(raw) - n, n), tf.uint8)
-    return tf.reshape(pixels, (height, width, 3))
+    name = os.fsdecode(np.asarray(path).item())  # tf.numpy_function passes a 0-d array
+    pixels = np.load(name, allow_pickle=False)
+    expected = (*image_hw(image_size), 3)
+    if pixels.dtype != np.uint8 or pixels.shape != expected:
+        raise PipelineError(
+            f"{name} holds a {pixels.dtype} array of shape {pixels.shape}, not the uint8 "
+            f"{expected} that data.image_size asks for: re-run the prepare stage "
+            "(dvc repro prepare)"
+        )
+    return pixels
+
+
+def read_prepared(path: tf.Tensor, image_size: ImageSize) -> tf.Tensor:
+    """Read a prepared ``.npy`` file into its uint8 ``(height, width, 3)`` pixels."""
+    pixels = tf.numpy_function(
+        lambda p: load_prepared_array(p, image_size), [path], tf.uint8, stateful=False
+    )
+    return tf.ensure_shape(pixels, (*image_hw(image_size), 3))
 
 
 # Columns of the per-image uniform draws in [0, 1) that :func:`augment_batch` uses.

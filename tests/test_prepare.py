@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.data import load_prepared, load_split, make_dataset
+from pipeline.data import (
+    load_prepared,
+    load_prepared_array,
+    load_split,
+    make_dataset,
+    read_prepared,
+)
 from pipeline.stages.prepare import main as prepare_main
 from pipeline.utils import PipelineError, read_json
 from tests.conftest import PREPARED_SIZE
@@ -244,3 +250,18 @@ def test_head_trains_on_augmented_views_of_the_features(prepared: Path):
     assert np.abs(x1).max() > 1e-3  # calibrated: features that are not vanishingly small
     assert not np.allclose(x1, xp) and not np.allclose(x1, x2)
     np.testing.assert_array_equal(epoch(val_views)[0], epoch(val_plain)[0])
+
+
+@pytest.mark.parametrize(
+    "array",
+    [np.zeros((4, 6, 3), np.float32), np.zeros((6, 4, 3), np.uint8), np.zeros((4, 6), np.uint8)],
+    ids=["float32", "transposed", "grey"],
+)
+def test_a_prepared_file_of_another_dtype_or_shape_is_refused(tmp_path, array):
+    path = tmp_path / "frame.npy"
+    np.save(path, array)
+    with pytest.raises(PipelineError, match=r"re-run the prepare stage"):
+        load_prepared_array(str(path), [4, 6])
+    good = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    np.save(path, good)
+    np.testing.assert_array_equal(read_prepared(str(path), [4, 6]).numpy(), good)

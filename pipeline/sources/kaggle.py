@@ -106,18 +106,26 @@ def parse_handle(
 
 
 def credentials_source() -> str | None:
-    """Where kagglehub will take credentials from (a name, never the value), or ``None``."""
-    from kagglesdk.kaggle_env import get_access_token_from_env
+    """Where kagglehub takes credentials from (a name, never the value), or ``None``.
 
-    token, origin = get_access_token_from_env()
-    if token:
-        return {"access_token": "~/.kaggle/access_token"}.get(origin, origin)
+    kagglehub's own lookup (``kagglehub.config.get_kaggle_credentials``) finds them; only the
+    name of the place they came from is worked out here, in the same order.
+    """
+    from kagglehub.config import get_kaggle_credentials
+
+    folder = Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle").expanduser()
+    try:
+        found = get_kaggle_credentials()
+    except ValueError:  # kaggle.json without username/key: named, kagglehub refuses it
+        return str(folder / "kaggle.json")
+    if found is None:
+        return None
+    if found.api_key:
+        from_env = os.environ.get("KAGGLE_API_TOKEN")
+        return "KAGGLE_API_TOKEN" if from_env else "~/.kaggle/access_token"
     if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
         return "KAGGLE_USERNAME and KAGGLE_KEY"
-    folder = Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle").expanduser()
-    if (folder / "kaggle.json").is_file():
-        return str(folder / "kaggle.json")
-    return None
+    return str(folder / "kaggle.json")
 
 
 def _status(exc: BaseException) -> int | None:
