@@ -413,6 +413,11 @@ class FinetuneParams(PhaseParams):
     epochs: int = Field(30, ge=1, le=10_000)
     learning_rate: float = Field(1e-4, gt=0, le=1)
     unfreeze_layers: int = Field(80, ge=1, description="last layers of the base to unfreeze")
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant",
+        description="learning rate over the epochs: constant | cosine (from learning_rate down "
+        "to 0 at the last epoch)",
+    )
     frozen_activations: Literal["auto", "once", "every_epoch"] = "auto"
     cache_mb: float = Field(
         2048,

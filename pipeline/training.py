@@ -427,6 +427,7 @@ def fit_phase(
     strategy: object | None = None,
     class_weight: dict[int, float] | None = None,
     live: Live | None = None,
+    schedule: Callable[[int], float] | None = None,
 ) -> tuple[list[list], PhaseResult]:
     """Train ``model`` for up to ``epochs`` epochs after ``initial_epoch``; return history rows.
 
@@ -445,11 +446,14 @@ def fit_phase(
     ``class_weight``: ``{class index: weight}`` (:func:`pipeline.balance.class_weights`) scaling
     each train image's loss, as ``Model.fit(class_weight=...)`` does; ``None``: unweighted. The
     history's train loss is then the weighted loss (as Keras reports it); accuracy and the val
-    figures are never weighted.
+    figures are never weighted. ``schedule``: epoch (0-based) -> learning rate, set at each
+    epoch's start (``keras.callbacks.LearningRateScheduler``); ``None``: the compiled rate.
     """
     callbacks = _phase_callbacks(
         checkpoint or model, patience, work_dir, log_dir, step_offset, live
     )
+    if schedule is not None:
+        callbacks.insert(0, keras.callbacks.LearningRateScheduler(lambda e, _: schedule(e)))
     tensorboard = callbacks[-1]
     total = initial_epoch + epochs
     log.info("%s: epochs %d..%d", phase, initial_epoch + 1, total)
@@ -541,6 +545,7 @@ def _phase_history(
     """The history rows (:data:`HISTORY_COLUMNS`) of a fitted phase and its summary, logged."""
     lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
     n = len(h["loss"])
+    rates = h.get("learning_rate", [lr] * n)  # logged by LearningRateScheduler
     rows = [
         [
             initial_epoch + i + 1,
@@ -549,7 +554,7 @@ def _phase_history(
             round(float(h["accuracy"][i]), 6),
             round(float(h["val_loss"][i]), 6),
             round(float(h["val_accuracy"][i]), 6),
-            lr,
+            float(rates[i]),
         ]
         for i in range(n)
     ]

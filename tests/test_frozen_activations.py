@@ -200,9 +200,10 @@ def test_once_with_an_augmentation_it_cannot_cover_is_refused():
 def test_finetune_stage_runs_the_frozen_layers_once_with_flip_only(
     trained_repo: Path, tmp_path: Path, monkeypatch
 ):
-    """The tiny pipeline's fine-tune stage with flips only: the frozen activations once, and
-    the stage's outputs as usual. Forced ``once`` over the memory cap stops with an error that
-    says what to change, and leaves the earlier outputs alone."""
+    """The tiny pipeline's fine-tune stage with flips only and the cosine schedule: the frozen
+    activations once, each epoch's rate in the history, and the stage's outputs as usual. Forced
+    ``once`` over the memory cap stops with an error that says what to change, and leaves the
+    earlier outputs alone."""
     from pipeline.stages import finetune
 
     work = tmp_path / "work"
@@ -216,12 +217,15 @@ def test_finetune_stage_runs_the_frozen_layers_once_with_flip_only(
     for key in ("rotation", "zoom", "translation", "contrast", "brightness"):
         params["augmentation"][key] = 0.0
     params["augmentation"]["flip"] = True
+    params["finetune"] |= {"schedule": "cosine", "epochs": 3, "patience": 3}
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     monkeypatch.chdir(work)
     finetune.main([])
     state = read_json("models/finetune/state.json")
     assert state["frozen_activations"] == "once" and state["frozen_until"]
-    assert len(read_csv("reports/history/finetune.csv")) == params["finetune"]["epochs"]
+    rates = [float(r["learning_rate"]) for r in read_csv("reports/history/finetune.csv")]
+    lr = params["finetune"]["learning_rate"]  # cosine: lr, then a half cosine towards 0
+    np.testing.assert_allclose(rates, [lr, lr * 0.75, lr * 0.25], rtol=1e-5)
     assert Path("models/finetune/model.keras").is_file()
     kept = Path("models/finetune/model.keras").read_bytes()
 

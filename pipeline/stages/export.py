@@ -15,7 +15,7 @@ Each takes float32 ``(batch, height, width, 3)`` pixels in ``[0, 255]`` (decoded
 :func:`pipeline.data.decode_image` does with ``data.resize``) and returns
 ``(batch, n_classes)`` probabilities.
 
-The check: every test image goes through each export in batches of 64, and its probabilities are
+The check: every test image goes through each export in batches of 16, and its probabilities are
 compared with the Keras model's. If any differs by more than ``export.tolerance``, the stage
 fails. ``reports/export.json`` records the input shape and policy, and per format the size in
 bytes, the largest absolute probability difference and the share of test images with the same

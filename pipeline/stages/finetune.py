@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline import paths
@@ -102,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
             strategy=strategy,
             class_weight=weights,
             live=live,
+            schedule=_cosine(params, strategy, start) if cfg.schedule == "cosine" else None,
         )
         save_model(model, tmp / "model.keras")
         write_json(
@@ -143,6 +146,16 @@ def _unfrozen_model(model_file: Path, params: Params, strategy: object) -> objec
         sum(int(w.numpy().size) for w in model.trainable_weights),
     )
     return model
+
+
+def _cosine(params: Params, strategy: object, start: int) -> Callable[[int], float]:
+    """Epoch (0-based, counted over both phases) -> learning rate: ``finetune.learning_rate``
+    at this phase's first epoch, down a half cosine towards 0 at its last."""
+    from pipeline import distribute
+
+    lr = distribute.learning_rate(params.finetune.learning_rate, params.train, strategy)
+    epochs = params.finetune.epochs
+    return lambda epoch: lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - start) / epochs))
 
 
 def _training_data(model: object, params: Params, batch: int, strategy: object) -> tuple:
