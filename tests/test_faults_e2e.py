@@ -36,10 +36,12 @@ def _env() -> dict[str, str]:
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("faults")
     fate = make_hostile_dataset(base / "photos", base / "outside")
-    # Phases long enough (a few seconds) for a signal to land in the middle of training.
+    # Phases long enough (a few seconds) for a signal to land in the middle of training: the
+    # transfer head trains on features computed once, milliseconds an epoch, so 25 epochs could
+    # end within the 0.3 s between its "Epoch 3/" and the signal.
     params = tiny_params_dict(
         data={"source": "local", "path": str(base / "photos")},
-        transfer={"epochs": 25, "patience": 25},
+        transfer={"epochs": 200, "patience": 200},
         finetune={"epochs": 25, "patience": 25},
     )
     path = make_repo(base / "repo", params)
@@ -128,7 +130,7 @@ def _restored(output: str) -> list[str]:
     ("sig", "stage", "marker", "kept"),
     [
         (signal.SIGINT, "transfer", "Epoch 3/", "models/base.weights.h5"),
-        (signal.SIGTERM, "finetune", "Epoch 30/", "models/transfer/model.keras"),
+        (signal.SIGTERM, "finetune", "Epoch 205/", "models/transfer/model.keras"),
         (signal.SIGTERM, "download_weights", "source-task images", "data/raw"),
     ],
 )
@@ -160,7 +162,7 @@ def test_killed_rerun_completes_on_the_next_repro(repo: Path):
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         proc, lines, _ = _start(repo, ["repro"])
-        _interrupt_when(proc, lines, "Epoch 30/", signal.SIGKILL)
+        _interrupt_when(proc, lines, "Epoch 205/", signal.SIGKILL)
         assert (repo / "models/transfer/model.keras").is_file()  # earlier stages are intact
         assert not (repo / "models/finetune/model.keras").exists()  # never a partial model
         out = run(["dvc", "repro"], repo, env=_env()).stdout
